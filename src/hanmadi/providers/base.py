@@ -1,0 +1,112 @@
+"""The three provider interfaces — STT, LLM, TTS — and the values that flow between them.
+
+Every provider, simulated, embedded or vendor, implements one of these small Protocols. The engine and the call
+only ever see these types. Cancellation is asyncio cancellation: a consumer that stops iterating (or whose task is
+cancelled) must leave the provider with nothing running on its behalf; providers release their resources in
+``finally`` blocks / ``aclose``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ProviderError(Exception):
+    """A provider failed in a way the caller of the provider should handle (skip, retry, fallback).
+
+    ``provider`` names the provider (``"openai"``, ``"local"``…) and ``reason`` is a short machine-friendly label used
+    as a metric label (``"http_500"``, ``"timeout"``, ``"auth"``, ``"bad_reply"``…).
+    """
+
+    def __init__(self, provider: str, reason: str, message: str = "") -> None:
+        super().__init__(f"{provider}: {reason}" + (f" — {message}" if message else ""))
+        self.provider = provider
+        self.reason = reason
+
+
+class ConfigError(Exception):
+    """A provider cannot be built from the settings (missing key, unknown name, missing model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message of the agent's conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Mono signed 16-bit little-endian PCM at ``sample_rate`` Hz."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """A speech-to-text result. ``is_final`` marks the text that closes the turn."""
+
+    text: str
+    is_final: bool
+    # seconds of audio the recognizer had consumed when it produced this result (stream time, not wall time)
+    audio_s: float = 0.0
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """A streaming language model: text chunks (tokens or larger) for a conversation."""
+
+    name: str
+
+    def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
+        """Yield the answer's text as it is generated. Raise ``ProviderError`` on failure."""
+        ...
+
+
+@runtime_checkable
+class TTS(Protocol):
+    """Text to speech. A non-streaming vendor yields one chunk; a streaming one yields many."""
+
+    name: str
+
+    def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        """Yield the audio of ``text``. Raise ``ProviderError`` on failure."""
+        ...
+
+
+@runtime_checkable
+class STTStream(Protocol):
+    """One call's recognizer. Fed 8 kHz PCM16 frames; returns partial results as they appear."""
+
+    async def push(self, pcm: bytes) -> list[Transcript]:
+        """Feed audio; return any new (partial or final) results."""
+        ...
+
+    async def finalize(self) -> Transcript:
+        """End of the caller's speech: return the final transcript of the turn and reset for the next turn."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the recognizer."""
+        ...
+
+
+@runtime_checkable
+class STT(Protocol):
+    """A speech-to-text service: opens a recognizer per call."""
+
+    name: str
+
+    async def open(self, sample_rate: int = 8000) -> STTStream:
+        """Start a recognizer for one call."""
+        ...

@@ -1,0 +1,99 @@
+"""Telephone audio: G.711 mu-law <-> PCM16 with numpy lookup tables, resampling, 20 ms framing.
+
+``audioop`` is gone in Python 3.13, so the codec is two lookup tables: 256 entries to decode, 65536 to encode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+SAMPLE_RATE = 8000
+FRAME_MS = 20
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 160
+FRAME_BYTES_ULAW = FRAME_SAMPLES  # one byte a sample
+ULAW_SILENCE = 0xFF
+
+_BIAS = 0x84
+_CLIP = 32635
+
+
+def _build_decode_table() -> np.ndarray:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = u & 0x80
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    magnitude = ((mantissa << 3) + _BIAS) << exponent
+    sample = magnitude - _BIAS
+    return np.where(sign != 0, -sample, sample).astype(np.int16)
+
+
+def _encode_one(sample: int) -> int:
+    sign = 0x80 if sample < 0 else 0
+    if sample < 0:
+        sample = -sample
+    sample = min(sample, _CLIP) + _BIAS
+    exponent = 7
+    mask = 0x4000
+    while exponent > 0 and not (sample & mask):
+        exponent -= 1
+        mask >>= 1
+    mantissa = (sample >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def _build_encode_table() -> np.ndarray:
+    # index = sample + 32768
+    return np.array([_encode_one(s) for s in range(-32768, 32768)], dtype=np.uint8)
+
+
+_DECODE = _build_decode_table()
+_ENCODE = _build_encode_table()
+
+
+def ulaw_to_pcm16(data: bytes) -> np.ndarray:
+    """Decode mu-law bytes to int16 samples."""
+    return _DECODE[np.frombuffer(data, dtype=np.uint8)]
+
+
+def pcm16_to_ulaw(samples: np.ndarray) -> bytes:
+    """Encode int16 samples to mu-law bytes."""
+    idx = samples.astype(np.int32) + 32768
+    return bytes(_ENCODE[idx].tobytes())
+
+
+def pcm_bytes_to_ulaw(pcm: bytes) -> bytes:
+    """Encode little-endian PCM16 bytes to mu-law bytes."""
+    return pcm16_to_ulaw(np.frombuffer(pcm, dtype="<i2"))
+
+
+def ulaw_to_pcm_bytes(data: bytes) -> bytes:
+    """Decode mu-law bytes to little-endian PCM16 bytes."""
+    return bytes(ulaw_to_pcm16(data).astype("<i2").tobytes())
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample int16 mono audio with soxr (high quality)."""
+    if from_rate == to_rate or samples.size == 0:
+        return samples.astype(np.int16, copy=False)
+    out = soxr.resample(samples.astype(np.float32) / 32768.0, from_rate, to_rate, quality="HQ")
+    return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def pcm_to_telephone(pcm: bytes, sample_rate: int) -> bytes:
+    """PCM16 bytes at any rate -> 8 kHz mu-law bytes, ready for Twilio."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return pcm16_to_ulaw(resample(samples, sample_rate, SAMPLE_RATE))
+
+
+def frames(data: bytes, frame_bytes: int = FRAME_BYTES_ULAW, pad: int | None = ULAW_SILENCE) -> list[bytes]:
+    """Split into fixed-size frames; the last one is padded with ``pad`` (or left short when ``pad`` is None)."""
+    out = [data[i : i + frame_bytes] for i in range(0, len(data), frame_bytes)]
+    if out and pad is not None and len(out[-1]) < frame_bytes:
+        out[-1] = out[-1] + bytes([pad]) * (frame_bytes - len(out[-1]))
+    return out
+
+
+def silence_ulaw(duration_s: float) -> bytes:
+    """mu-law silence of the given length at 8 kHz."""
+    return bytes([ULAW_SILENCE]) * round(duration_s * SAMPLE_RATE)
