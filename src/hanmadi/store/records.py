@@ -1,0 +1,200 @@
+"""Plain records that flow into and out of the store.
+
+The call code builds the input records (``CallStart``, ``TurnRecord``, ``CallEnd``) and hands them to the
+``Recorder``; it never touches SQLAlchemy. The read side (``CallSummary``, ``CallDetail``…) is what the repository
+returns to the API and the pages. Phone numbers never reach the database unmasked: see ``mask_number``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypedDict
+
+CallStatus = Literal["active", "completed", "failed"]
+CALL_STATUSES: tuple[CallStatus, ...] = ("active", "completed", "failed")
+
+# Status and reason given to calls a crashed server left ``active`` (see ``repository.mark_interrupted_calls``).
+INTERRUPTED_STATUS: CallStatus = "failed"
+INTERRUPTED_REASON = "server_restart"
+
+
+# --- input: what the call code records ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallStart:
+    """A call was answered. Numbers are given in full; the store masks them before writing."""
+
+    call_sid: str
+    stream_sid: str
+    from_number: str
+    to_number: str
+    started_at: datetime
+    providers: dict[str, str]  # {"stt": …, "llm": …, "tts": …}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """One finished turn: written (and committed) as soon as the turn ends.
+
+    ``events`` is the engine's timeline for the turn; each event has the keys ``t``, ``kind``, ``index`` (sentence
+    index or None), ``text``, ``duration_s``, ``audio_s`` and ``reason``. ``metrics`` is the engine's per-turn metrics
+    dict, stored as JSON (non-finite floats become null).
+    """
+
+    call_sid: str
+    index: int
+    started_at: datetime
+    ended_at: datetime
+    heard_text: str
+    generated_text: str
+    spoken_text: str
+    barge_in: bool
+    dtmf: str
+    first_audio_s: float | None
+    voice_to_voice_s: float | None
+    total_s: float | None
+    metrics: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """A call ended. ``end_reason``: hangup, caller_stop, client_gone, bad_frames, shutdown, error…"""
+
+    call_sid: str
+    ended_at: datetime
+    status: CallStatus
+    end_reason: str
+    recording_path: str | None = None
+
+
+# --- output: what the repository returns ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    """One timeline event of a turn, in the engine's own vocabulary (``index`` is the sentence index)."""
+
+    seq: int
+    t: float
+    kind: str
+    index: int | None
+    text: str
+    duration_s: float | None
+    audio_s: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDetail:
+    """One stored turn with its timeline, events ordered by ``seq``."""
+
+    index: int
+    started_at: datetime
+    ended_at: datetime
+    heard_text: str
+    generated_text: str
+    spoken_text: str
+    barge_in: bool
+    dtmf: str
+    first_audio_s: float | None
+    voice_to_voice_s: float | None
+    total_s: float | None
+    metrics: dict[str, Any]
+    events: list[TurnEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One call as listed: its facts plus per-call latency figures (means over its turns)."""
+
+    call_sid: str
+    stream_sid: str
+    from_masked: str
+    to_masked: str
+    started_at: datetime
+    ended_at: datetime | None
+    status: CallStatus
+    end_reason: str | None
+    providers: dict[str, str]
+    turn_count: int
+    recording_path: str | None
+    mean_first_audio_s: float | None
+    mean_voice_to_voice_s: float | None
+    barge_ins: int
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from answer to end, or None while the call is active."""
+        return (self.ended_at - self.started_at).total_seconds() if self.ended_at else None
+
+
+@dataclass(frozen=True, slots=True)
+class CallDetail:
+    """One call with all its turns (ordered by index) and their timelines."""
+
+    call: CallSummary
+    turns: list[TurnDetail]
+
+
+class Percentiles(TypedDict):
+    """p50/p95 of one latency figure over ``count`` turns (None when there are none)."""
+
+    count: int
+    p50: float | None
+    p95: float | None
+
+
+class ProviderSetSummary(TypedDict):
+    """Latency of the turns of calls that used one stt/llm/tts triple."""
+
+    providers: dict[str, str]
+    turns: int
+    first_audio_s: Percentiles
+    voice_to_voice_s: Percentiles
+
+
+class LatencySummary(TypedDict):
+    """p50/p95 of first response and voice-to-voice over the last ``window`` turns, overall and per provider set."""
+
+    window: int
+    turns: int
+    first_audio_s: Percentiles
+    voice_to_voice_s: Percentiles
+    by_providers: list[ProviderSetSummary]
+
+
+# --- masking --------------------------------------------------------------------------------------------------------
+
+_SEPARATORS = re.compile(r"[\s\-().]")
+_NUMBER = re.compile(r"\+?\d+")
+_PLACEHOLDERS = frozenset({"anonymous", "unknown", "restricted", "private", "unavailable"})
+
+
+def mask_number(number: str) -> str:
+    """Mask a phone number for storage: keep the country code and the first digits, and the last 2–4 digits.
+
+    ``+821012345678`` → ``+8210****5678``; ``01012345678`` → ``010****5678``; ``+14155551234`` → ``+1415***1234``.
+    Short service numbers (4 digits or fewer) are kept; Twilio placeholders such as ``anonymous`` are kept;
+    anything else that is not a number (``client:alice``) keeps only its scheme: ``client:***``.
+    """
+    compact = _SEPARATORS.sub("", number.strip())
+    if not compact:
+        return ""
+    if compact.lower() in _PLACEHOLDERS:
+        return compact.lower()
+    if not _NUMBER.fullmatch(compact):
+        scheme, sep, _ = compact.partition(":")
+        return f"{scheme}:***" if sep else "***"
+    plus = compact.startswith("+")
+    digits = compact.lstrip("+")
+    n = len(digits)
+    if n <= 4:
+        return compact
+    tail = 4 if n >= 10 else 2
+    head = max(0, min(4 if plus else 3, n - tail - 3))
+    masked = n - head - tail
+    return ("+" if plus else "") + digits[:head] + "*" * masked + digits[n - tail :]
