@@ -43,9 +43,7 @@ _CHARS_UTF8: Final = 1
 _EE_OK: Final = 0
 
 # int SynthCallback(short *wav, int numsamples, espeak_EVENT *events); returns 1 to abort the synthesis
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 Sink = Callable[[bytes], bool]
 """Receives one buffer of 8 kHz PCM16; returns False to stop the synthesis."""
@@ -92,6 +90,7 @@ class _Espeak:
         self._voice = ""
         self._rate = 0
         self._sink: Callable[[bytes], bool] | None = None
+        self.samples_synthesized = 0
 
     def _on_audio(self, wav: ctypes._Pointer[ctypes.c_short], numsamples: int, _events: int | None) -> int:
         sink = self._sink
@@ -99,6 +98,7 @@ class _Espeak:
             return 1
         if numsamples <= 0 or not wav:
             return 0
+        self.samples_synthesized += numsamples
         pcm = ctypes.string_at(wav, numsamples * 2)
         return 0 if sink(pcm) else 1
 
@@ -145,6 +145,11 @@ def _process_engine() -> _Espeak:
     if _engine is None:
         _engine = _Espeak()
     return _engine
+
+
+def synthesized_audio_s() -> float:
+    """Seconds of audio espeak-ng has produced in this process (an aborted sentence counts what it made)."""
+    return 0.0 if _engine is None else _engine.samples_synthesized / _engine.sample_rate
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
