@@ -1,0 +1,506 @@
+"""The real-time hybrid response path: LLM text → sentences → parallel TTS → in-order delivery to a sink.
+
+One :class:`Reply` is one turn's answer. It owns every task it starts (a TaskGroup inside one driver task), so
+:meth:`Reply.cancel` — barge-in, hang-up — ends them all before it returns. The building blocks (listen to the LLM,
+admit a TTS job into the window, synthesize, send what is ready) are combined by a strategy from
+:mod:`hanmadi.engine.strategies`; the default, ``realtime``, is the seed's design.
+
+Ordering follows the seed: finished audio waits in ``completed_audio[index]`` and a single sender releases it
+strictly by ``next_send_index`` — whatever is ready at the head goes out at once, then every consecutive ready
+sentence. The single sender plays the seed's send lock: sends never overlap, and TTS jobs never wait on a send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from hanmadi.engine.strategies import get_strategy
+from hanmadi.engine.timeline import Timeline, TimelineEvent, TurnMetrics, compute_metrics
+from hanmadi.metrics import FIRST_RESPONSE, PROVIDER_ERRORS, SENTENCES_SKIPPED, TTS_LATENCY
+from hanmadi.providers.base import TTS, AudioChunk, ProviderError
+from hanmadi.text.segmenter import SentenceSegmenter
+
+if TYPE_CHECKING:
+    from hanmadi.config import Settings
+
+T = TypeVar("T")
+
+SentenceStatus = Literal["sent", "skipped", "cancelled", "pending"]
+
+
+class Sink(Protocol):
+    """Where a reply's audio goes (the call's outbound audio). The engine knows nothing of Twilio."""
+
+    async def send_audio(self, index: int, chunk: AudioChunk) -> None:
+        """Send one chunk of sentence ``index``; chunks arrive in order."""
+        ...
+
+    async def send_mark(self, index: int) -> None:
+        """Sentence ``index`` has been sent completely (called after its last chunk)."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine's knobs (see :class:`hanmadi.config.Settings` for what each one means)."""
+
+    strategy: str = "realtime"
+    max_parallel_tts: int = 4
+    max_buffered_audio_s: float = 30.0
+    tts_timeout_s: float = 5.0
+    tts_retries: int = 1
+    first_clause_split: bool = True
+    first_clause_min_chars: int = 25
+    max_sentence_chars: int = 120
+    lang: str = "ko"
+    fallback_text: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        """The engine part of the process settings (``lang`` is the language of the spoken text)."""
+        return cls(
+            strategy=settings.strategy,
+            max_parallel_tts=settings.max_parallel_tts,
+            max_buffered_audio_s=settings.max_buffered_audio_s,
+            tts_timeout_s=settings.tts_timeout_s,
+            tts_retries=settings.tts_retries,
+            first_clause_split=settings.first_clause_split,
+            first_clause_min_chars=settings.first_clause_min_chars,
+            max_sentence_chars=settings.max_sentence_chars,
+            fallback_text=settings.llm_fallback,
+        )
+
+
+@dataclass
+class SentenceReport:
+    """What became of one sentence: ``audio_s`` produced by TTS, ``sent_audio_s`` handed to the sink."""
+
+    index: int
+    text: str
+    status: SentenceStatus = "pending"
+    audio_s: float = 0.0
+    sent_audio_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "index": self.index,
+            "text": self.text,
+            "status": self.status,
+            "audio_s": round(self.audio_s, 3),
+            "sent_audio_s": round(self.sent_audio_s, 3),
+        }
+
+
+@dataclass
+class TurnReport:
+    """One turn's outcome: every sentence, the metrics, the timeline, and whether it was cut short."""
+
+    sentences: list[SentenceReport]
+    metrics: TurnMetrics
+    events: list[TimelineEvent] = field(default_factory=list)
+    cancelled: bool = False
+    llm_error: str = ""
+
+    @property
+    def spoken_text(self) -> str:
+        """The text of the sentences actually sent, in order."""
+        return " ".join(s.text for s in self.sentences if s.status == "sent")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "sentences": [s.to_dict() for s in self.sentences],
+            "metrics": self.metrics.to_dict(),
+            "events": [e.to_dict() for e in self.events],
+            "cancelled": self.cancelled,
+            "llm_error": self.llm_error,
+            "spoken_text": self.spoken_text,
+        }
+
+
+SlotState = Literal["open", "done", "failed"]
+
+
+@dataclass
+class _Slot:
+    chunks: deque[AudioChunk] = field(default_factory=deque)
+    state: SlotState = "open"
+
+
+class ReorderBuffer:
+    """Audio by sentence index, released strictly in index order (the seed's ``completed_audio``).
+
+    TTS jobs ``put`` chunks and then ``finish`` or ``fail`` their index; the sender calls :meth:`take` until it
+    returns None, then :meth:`wait_changed`. A failed index releases nothing more and never blocks later ones.
+    """
+
+    def __init__(self) -> None:
+        self.completed_audio: dict[int, _Slot] = {}
+        self.next_send_index = 0
+        self.total: int | None = None
+        self.buffered_audio_s = 0.0
+        self._changed = asyncio.Event()
+        self._space = asyncio.Event()
+
+    def _slot(self, index: int) -> _Slot:
+        return self.completed_audio.setdefault(index, _Slot())
+
+    def put(self, index: int, chunk: AudioChunk) -> None:
+        """A chunk of sentence ``index`` is ready."""
+        self._slot(index).chunks.append(chunk)
+        self.buffered_audio_s += chunk.duration_s
+        self._changed.set()
+
+    def finish(self, index: int) -> None:
+        """Sentence ``index`` has all its audio."""
+        self._slot(index).state = "done"
+        self._changed.set()
+
+    def fail(self, index: int) -> None:
+        """Sentence ``index`` will not be (completely) spoken: drop its unsent audio, let the next one go."""
+        slot = self._slot(index)
+        slot.state = "failed"
+        dropped = sum(c.duration_s for c in slot.chunks)
+        slot.chunks.clear()
+        self._free(dropped)
+        self._changed.set()
+
+    def close(self, total: int) -> None:
+        """No sentence at or beyond ``total`` will come."""
+        self.total = total
+        self._changed.set()
+
+    @property
+    def complete(self) -> bool:
+        """Every sentence has been released (sent or skipped)."""
+        return self.total is not None and self.next_send_index >= self.total
+
+    def take(self) -> tuple[int, AudioChunk | None, SlotState] | None:
+        """The next thing to send: ``(index, chunk, state)`` for a chunk at the head, ``(index, None, state)``
+        when the head sentence is over (``done`` or ``failed``; the head then moves on), or None if the head is
+        not ready."""
+        index = self.next_send_index
+        slot = self.completed_audio.get(index)
+        if slot is None or (self.total is not None and index >= self.total):
+            return None
+        if slot.chunks:
+            chunk = slot.chunks.popleft()
+            self._free(chunk.duration_s)
+            return index, chunk, slot.state
+        if slot.state == "open":
+            return None
+        del self.completed_audio[index]
+        self.next_send_index += 1
+        return index, None, slot.state
+
+    async def wait_changed(self) -> None:
+        """Wait for a put/finish/fail/close. Call it right after :meth:`take` returned None (one waiter)."""
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def wait_for_space(self, limit_s: float) -> None:
+        """Wait until less than ``limit_s`` seconds of audio wait to be sent (one waiter)."""
+        while self.buffered_audio_s >= limit_s:
+            self._space.clear()
+            await self._space.wait()
+
+    def _free(self, seconds: float) -> None:
+        self.buffered_audio_s = max(0.0, self.buffered_audio_s - seconds)
+        self._space.set()
+
+
+class _TTSSlot(contextlib.AbstractContextManager[None]):
+    """One place in the parallel-TTS window; leaving the ``with`` block frees it (once)."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ProviderError):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return type(exc).__name__
+
+
+async def _aclose(it: object) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+@contextlib.asynccontextmanager
+async def _closing(it: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    try:
+        yield it
+    finally:
+        await _aclose(it)
+
+
+class Reply:
+    """One turn's spoken answer: drives LLM chunks through the segmenter, TTS and the sink with a strategy."""
+
+    def __init__(self, tts: TTS, sink: Sink, config: EngineConfig, timeline: Timeline) -> None:
+        self.tts = tts
+        self.sink = sink
+        self.config = config
+        self.timeline = timeline
+        self._strategy = get_strategy(config.strategy)
+        self._segmenter = SentenceSegmenter(
+            lang=config.lang,
+            max_chars=config.max_sentence_chars,
+            first_clause_split=config.first_clause_split,
+            first_clause_min_chars=config.first_clause_min_chars,
+        )
+        self._sentences: list[SentenceReport] = []
+        self._buffer = ReorderBuffer()
+        self._in_flight = 0
+        self._slot_freed = asyncio.Event()
+        self._send_started: set[int] = set()
+        self._first_audio_sent = False
+        self._llm_error = ""
+        self._main: asyncio.Task[TurnReport] | None = None
+        self._report: TurnReport | None = None
+        self._cancel_reason = ""
+
+    # --- the turn ----------------------------------------------------------------------------------------
+
+    async def run(self, chunks: AsyncIterator[str]) -> TurnReport:
+        """Speak the answer streamed in ``chunks``; return when every sentence is sent or skipped.
+
+        After :meth:`cancel`, returns the cancelled report. If the task awaiting this is cancelled, every task
+        of the reply is finished before the cancellation propagates.
+        """
+        if self._main is not None:
+            raise RuntimeError("a Reply runs once")
+        if self._report is not None:  # cancelled before it started
+            await _aclose(chunks)
+            return self._report
+        self._main = asyncio.create_task(self._drive(chunks), name="hanmadi-reply")
+        try:
+            return await self._main
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if self._cancel_reason and self._report is not None and (me is None or me.cancelling() == 0):
+                return self._report
+            raise
+
+    async def cancel(self, reason: str = "barge_in") -> TurnReport:
+        """Stop now (barge-in, hang-up): end the LLM stream and every TTS job, drop unsent audio.
+
+        Returns what was sent so far (text and audio seconds per sentence). No task of the reply is alive when
+        this returns. Cancelling a finished reply returns its report unchanged.
+        """
+        if self._report is not None:
+            return self._report
+        self._cancel_reason = reason
+        if self._main is None:
+            self._report = self._build_report(cancelled=True)
+            return self._report
+        self._main.cancel()
+        await asyncio.wait([self._main])
+        assert self._report is not None
+        return self._report
+
+    @property
+    def report(self) -> TurnReport | None:
+        """The final report, once the reply is over."""
+        return self._report
+
+    async def _drive(self, chunks: AsyncIterator[str]) -> TurnReport:
+        self.timeline.emit("turn_start", text=self.config.strategy)
+        try:
+            await self._strategy(self, chunks)
+        except asyncio.CancelledError:
+            self._cancel_reason = self._cancel_reason or "cancelled"
+            self._report = self._build_report(cancelled=True)
+            raise
+        except BaseExceptionGroup as group:
+            # a sink failure (the call is gone): record the cut, surface the error itself
+            self._cancel_reason = "error"
+            self._report = self._build_report(cancelled=True)
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            await _aclose(chunks)
+        self._report = self._build_report(cancelled=False)
+        return self._report
+
+    def _build_report(self, cancelled: bool) -> TurnReport:
+        sent = sum(s.sent_audio_s for s in self._sentences)
+        if cancelled:
+            for s in self._sentences:
+                if s.status == "pending":
+                    s.status = "cancelled"
+            self.timeline.emit("cancel", reason=self._cancel_reason, audio_s=sent)
+        else:
+            self.timeline.emit("done", audio_s=sent)
+        events = list(self.timeline.events)
+        return TurnReport(
+            sentences=list(self._sentences),
+            metrics=compute_metrics(events),
+            events=events,
+            cancelled=cancelled,
+            llm_error=self._llm_error,
+        )
+
+    # --- building blocks for the strategies -------------------------------------------------------------
+
+    @property
+    def sentence_count(self) -> int:
+        """Sentences generated so far."""
+        return len(self._sentences)
+
+    async def listen(self, chunks: AsyncIterator[str], on_sentence: Callable[[int], None] | None = None) -> int:
+        """Consume the LLM stream through the segmenter; call ``on_sentence(index)`` as each sentence completes.
+
+        An LLM failure mid-answer is recorded (event, metric, ``llm_error``); the incomplete tail is dropped and
+        the configured fallback is added as one more sentence. Returns the number of sentences.
+        """
+        it = aiter(chunks)
+        try:
+            while True:
+                try:
+                    chunk = await anext(it)
+                except StopAsyncIteration:
+                    rest = self._segmenter.flush()
+                    for k, text in enumerate(rest):
+                        self._add_sentence(text, k == len(rest) - 1, on_sentence)
+                    break
+                except Exception as exc:
+                    self._llm_failed(exc)
+                    if self.config.fallback_text:
+                        self._add_sentence(self.config.fallback_text, True, on_sentence)
+                    break
+                for text in self._segmenter.push(chunk):
+                    self._add_sentence(text, False, on_sentence)
+        finally:
+            await _aclose(it)
+        self._buffer.close(len(self._sentences))
+        return len(self._sentences)
+
+    def _llm_failed(self, exc: Exception) -> None:
+        reason = _reason(exc)
+        provider = exc.provider if isinstance(exc, ProviderError) else "llm"
+        PROVIDER_ERRORS.labels(provider, reason).inc()
+        self._llm_error = reason
+        self.timeline.emit("llm_error", reason=reason, text=str(exc))
+
+    def _add_sentence(self, text: str, final: bool, on_sentence: Callable[[int], None] | None) -> None:
+        text = text.strip()
+        if not text:
+            return
+        index = len(self._sentences)
+        self._sentences.append(SentenceReport(index, text))
+        self.timeline.emit("sentence", index=index, text=text, final=final)
+        if on_sentence is not None:
+            on_sentence(index)
+
+    async def admit(self) -> contextlib.AbstractContextManager[None]:
+        """Wait for room for one more TTS job: a free place in the window (``max_parallel_tts``) and less than
+        ``max_buffered_audio_s`` of finished audio waiting. Pass the returned slot to :meth:`synthesize`."""
+        while True:
+            if self._in_flight >= self.config.max_parallel_tts:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            elif self._buffer.buffered_audio_s >= self.config.max_buffered_audio_s:
+                await self._buffer.wait_for_space(self.config.max_buffered_audio_s)
+            else:
+                break
+        self._in_flight += 1
+        return _TTSSlot(self._release_slot)
+
+    def _release_slot(self) -> None:
+        self._in_flight -= 1
+        self._slot_freed.set()
+
+    async def synthesize(self, index: int, slot: contextlib.AbstractContextManager[None]) -> None:
+        """One sentence's TTS job: timeout per attempt (between chunks when streaming), retries, then skip.
+
+        Chunks go to the reorder buffer as they arrive. A stream that fails after delivering audio is not
+        retried (the caller may already have heard the start): it is cut and skipped.
+        """
+        with slot:
+            sentence = self._sentences[index]
+            timeout = self.config.tts_timeout_s
+            loop = asyncio.get_running_loop()
+            self.timeline.emit("tts_start", index=index)
+            started = loop.time()
+            reason = ""
+            for attempt in range(self.config.tts_retries + 1):
+                delivered = 0
+                try:
+                    async with asyncio.timeout(timeout) as deadline:
+                        async with _closing(self.tts.synthesize(sentence.text)) as audio:
+                            async for chunk in audio:
+                                delivered += 1
+                                sentence.audio_s += chunk.duration_s
+                                self._buffer.put(index, chunk)
+                                deadline.reschedule(loop.time() + timeout)
+                except Exception as exc:
+                    reason = _reason(exc)
+                    PROVIDER_ERRORS.labels(self.tts.name, reason).inc()
+                    if delivered or attempt == self.config.tts_retries:
+                        break
+                    self.timeline.emit("tts_retry", index=index, reason=reason)
+                else:
+                    elapsed = loop.time() - started
+                    TTS_LATENCY.labels(self.tts.name).observe(elapsed)
+                    self.timeline.emit("tts_done", index=index, duration_s=elapsed, audio_s=sentence.audio_s)
+                    self._buffer.finish(index)
+                    return
+            SENTENCES_SKIPPED.labels(reason).inc()
+            sentence.status = "skipped"
+            self._buffer.fail(index)
+            self.timeline.emit("skip", index=index, text=sentence.text, reason=reason)
+
+    async def send_available(self) -> None:
+        """Send whatever is ready at the head of the reorder buffer, then every consecutive ready sentence."""
+        while (item := self._buffer.take()) is not None:
+            index, chunk, state = item
+            sentence = self._sentences[index]
+            if chunk is not None:
+                self._start_sending(index)
+                await self.sink.send_audio(index, chunk)
+                sentence.sent_audio_s += chunk.duration_s
+                ev = self.timeline.emit("chunk_sent", index=index, audio_s=chunk.duration_s)
+                if not self._first_audio_sent:
+                    self._first_audio_sent = True
+                    FIRST_RESPONSE.observe(ev.t)
+            elif state == "done":
+                self._start_sending(index)
+                await self.sink.send_mark(index)
+                sentence.status = "sent"
+                self.timeline.emit("send_done", index=index, audio_s=sentence.sent_audio_s)
+            elif sentence.sent_audio_s > 0:
+                # a stream cut after its start went out: close it for the caller, never resend
+                await self.sink.send_mark(index)
+
+    def _start_sending(self, index: int) -> None:
+        if index not in self._send_started:
+            self._send_started.add(index)
+            self.timeline.emit("send_start", index=index)
+
+    async def send_all(self) -> None:
+        """Keep sending in order until every sentence of the answer is sent or skipped."""
+        while True:
+            await self.send_available()
+            if self._buffer.complete:
+                return
+            await self._buffer.wait_changed()
