@@ -1,0 +1,131 @@
+"""The embedded Vosk STT, fed espeak's Korean: partials then a final, turn resets, decoding off the loop.
+
+espeak's Korean is robotic and the small Vosk model reads it poorly, so these tests check that *some* Korean
+comes out, in the right order, never which words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from hanmadi.providers.base import STT, ProviderError, STTStream, Transcript
+from hanmadi.providers.local.espeak_tts import EspeakTTS
+from hanmadi.providers.local.vosk_stt import VoskSTT
+
+pytestmark = pytest.mark.local
+
+HANGUL = re.compile("[가-힣]")
+FRAME_BYTES = 320  # 20 ms at 8 kHz
+
+
+async def speak(text: str) -> bytes:
+    return b"".join([chunk.pcm async for chunk in EspeakTTS().synthesize(text)])
+
+
+@pytest.fixture(scope="module")
+def speech() -> bytes:
+    """About two and a half seconds of Korean at 8 kHz, followed by a little silence."""
+    return asyncio.run(speak("안녕하세요. 주문한 물건이 아직 안 왔어요.")) + bytes(8000)
+
+
+@pytest.fixture(scope="module")
+def stt() -> VoskSTT:
+    stt = VoskSTT()
+    asyncio.run(stt.warm_up())
+    return stt
+
+
+async def push_all(stream: STTStream, pcm: bytes) -> list[Transcript]:
+    results: list[Transcript] = []
+    for i in range(0, len(pcm), FRAME_BYTES):
+        results += await stream.push(pcm[i : i + FRAME_BYTES])
+    return results
+
+
+def test_implements_the_protocol(stt: VoskSTT) -> None:
+    assert isinstance(stt, STT)
+    assert stt.name == "local"
+
+
+async def test_partials_then_a_korean_final(stt: VoskSTT, speech: bytes) -> None:
+    stream = await stt.open(8000)
+    assert isinstance(stream, STTStream)
+    try:
+        partials = await push_all(stream, speech)
+        final = await stream.finalize()
+    finally:
+        await stream.aclose()
+    assert partials, "no partial results while the audio was fed"
+    assert all(not p.is_final and p.text for p in partials)
+    assert [p.audio_s for p in partials] == sorted(p.audio_s for p in partials)
+    assert len({p.text for p in partials}) == len(partials), "a partial is only sent when the text changes"
+    assert final.is_final
+    assert HANGUL.search(final.text), final.text
+    assert final.audio_s == pytest.approx(len(speech) / 2 / 8000, abs=0.1)
+
+
+async def test_finalize_resets_for_the_next_turn(stt: VoskSTT, speech: bytes) -> None:
+    stream = await stt.open()
+    try:
+        await push_all(stream, speech)
+        first = await stream.finalize()
+        assert (await stream.finalize()).text == ""  # nothing heard since
+        second_partials = await push_all(stream, speech)
+        second = await stream.finalize()
+    finally:
+        await stream.aclose()
+    assert HANGUL.search(first.text) and HANGUL.search(second.text)
+    # the second turn holds only the second utterance, not the first one again
+    assert len(second.text) < 1.5 * len(first.text)
+    assert second_partials and len(second_partials[0].text) < len(first.text)
+    assert second.audio_s > first.audio_s
+
+
+async def test_decoding_runs_off_the_event_loop(stt: VoskSTT, speech: bytes) -> None:
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    stream = await stt.open()
+    two_seconds = (speech * 2)[: 2 * 16000]
+    tick = asyncio.create_task(ticker())
+    try:
+        started = time.perf_counter()
+        await push_all(stream, two_seconds)
+        await stream.finalize()
+        elapsed = time.perf_counter() - started
+    finally:
+        tick.cancel()
+        await stream.aclose()
+    # decoding takes a good part of a second; the loop kept ticking all along
+    assert len(gaps) >= 0.5 * elapsed / 0.01
+    assert max(gaps) < 0.2
+
+
+async def test_two_calls_have_independent_recognizers(stt: VoskSTT, speech: bytes) -> None:
+    one, two = await stt.open(), await stt.open()
+    try:
+        await push_all(one, speech)
+        assert (await two.finalize()).text == ""
+        assert HANGUL.search((await one.finalize()).text)
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_closed_stream_refuses_audio(stt: VoskSTT) -> None:
+    stream = await stt.open()
+    await stream.aclose()
+    with pytest.raises(ProviderError) as err:
+        await stream.push(bytes(FRAME_BYTES * 10))
+    assert err.value.reason == "stt_closed"
