@@ -1,8 +1,8 @@
 """Plain records that flow into and out of the store.
 
-The call code builds the input records (``CallStart``, ``TurnRecord``, ``CallEnd``) and hands them to the
-``Recorder``; it never touches SQLAlchemy. The read side (``CallSummary``, ``CallDetail``…) is what the repository
-returns to the API and the pages. Phone numbers never reach the database unmasked: see ``mask_number``.
+The call code builds the input records (``CallStart``, ``TurnRecord``, ``CallEnd``) and hands them to
+the ``Recorder``; it never touches SQLAlchemy. The read side (``CallSummary``, ``CallDetail``…) is what the
+repository returns to the API and the pages. Phone numbers never reach the database unmasked: see ``mask_number``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any, Literal, TypedDict
 CallStatus = Literal["active", "completed", "failed"]
 CALL_STATUSES: tuple[CallStatus, ...] = ("active", "completed", "failed")
 
-# Status and reason given to calls a crashed server left ``active`` (see ``repository.mark_interrupted_calls``).
+# Given to calls a crashed server left ``active`` (see ``repository.mark_interrupted_calls``).
 INTERRUPTED_STATUS: CallStatus = "failed"
 INTERRUPTED_REASON = "server_restart"
 
 
-# --- input: what the call code records ------------------------------------------------------------------------------
+# --- input: what the call code records ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +39,9 @@ class CallStart:
 class TurnRecord:
     """One finished turn: written (and committed) as soon as the turn ends.
 
-    ``events`` is the engine's timeline for the turn; each event has the keys ``t``, ``kind``, ``index`` (sentence
-    index or None), ``text``, ``duration_s``, ``audio_s`` and ``reason``. ``metrics`` is the engine's per-turn metrics
-    dict, stored as JSON (non-finite floats become null).
+    ``events`` is the engine's timeline for the turn; each event has the keys ``t``, ``kind``, ``index``
+    (sentence index or None), ``text``, ``duration_s``, ``audio_s`` and ``reason``. ``metrics`` is the
+    engine's per-turn metrics dict, stored as JSON (non-finite floats become null).
     """
 
     call_sid: str
@@ -71,7 +71,7 @@ class CallEnd:
     recording_path: str | None = None
 
 
-# --- output: what the repository returns ----------------------------------------------------------------------------
+# --- output: what the repository returns --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +158,7 @@ class ProviderSetSummary(TypedDict):
 
 
 class LatencySummary(TypedDict):
-    """p50/p95 of first response and voice-to-voice over the last ``window`` turns, overall and per provider set."""
+    """p50/p95 of first response and voice-to-voice over the last ``window`` turns, overall and by providers."""
 
     window: int
     turns: int
@@ -167,7 +167,7 @@ class LatencySummary(TypedDict):
     by_providers: list[ProviderSetSummary]
 
 
-# --- masking --------------------------------------------------------------------------------------------------------
+# --- masking ------------------------------------------------------------------------------------------------
 
 _SEPARATORS = re.compile(r"[\s\-().]")
 _NUMBER = re.compile(r"\+?\d+")
@@ -177,7 +177,8 @@ _PLACEHOLDERS = frozenset({"anonymous", "unknown", "restricted", "private", "una
 def mask_number(number: str) -> str:
     """Mask a phone number for storage: keep the country code and the first digits, and the last 2–4 digits.
 
-    ``+821012345678`` → ``+8210****5678``; ``01012345678`` → ``010****5678``; ``+14155551234`` → ``+1415***1234``.
+    ``+821012345678`` → ``+8210****5678``; ``01012345678`` → ``010****5678``;
+    ``+14155551234`` → ``+1415***1234``.
     Short service numbers (4 digits or fewer) are kept; Twilio placeholders such as ``anonymous`` are kept;
     anything else that is not a number (``client:alice``) keeps only its scheme: ``client:***``.
     """
