@@ -24,7 +24,7 @@ import concurrent.futures
 import ctypes
 import multiprocessing
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Final
 
 import numpy as np
@@ -187,7 +187,7 @@ class EspeakThreadTTS:
     def _load(self) -> None:
         _process_engine().synthesize("가", self.voice, self.rate, lambda _pcm: True)
 
-    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
         """Yield 8 kHz chunks of ``text`` as espeak produces them; stopping early aborts the synthesis."""
         text = text.strip()
         if not text:
@@ -280,7 +280,7 @@ class EspeakProcessPoolTTS:
         loads = [pool.submit(_load_in_process, self.voice, self.rate) for _ in range(self.processes * 2)]
         await asyncio.gather(*(asyncio.wrap_future(f) for f in loads))
 
-    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
         """Yield the 8 kHz audio of ``text`` once its worker has synthesized it."""
         text = text.strip()
         if not text:

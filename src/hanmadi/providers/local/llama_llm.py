@@ -20,7 +20,7 @@ import collections
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
@@ -75,7 +75,6 @@ class ReplyCleaner:
 
     def __init__(self, fallback: str = FALLBACK_REPLY) -> None:
         self.fallback = fallback
-        self._shared: _SharedModel | None = None
         self._held = ""
         self._started = False
 
@@ -205,6 +204,7 @@ class LlamaLLM:
         cache_dir: Path = DEFAULT_CACHE_DIR,
         temperature: float = 0.5,
         fallback: str = FALLBACK_REPLY,
+        seed: int | None = None,
     ) -> None:
         self.model_path = model_path
         self.threads = threads
@@ -214,6 +214,7 @@ class LlamaLLM:
         self.cache_dir = cache_dir
         self.temperature = temperature
         self.fallback = fallback
+        self.seed = seed  # fixed: the same conversation gets the same reply
         self._shared: _SharedModel | None = None
 
     async def warm_up(self) -> None:
@@ -229,7 +230,7 @@ class LlamaLLM:
             self._shared = await asyncio.to_thread(self._load_blocking)
         return self._shared
 
-    async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
+    async def stream(self, messages: Sequence[Message]) -> AsyncGenerator[str, None]:
         """Yield the agent's next line as it is generated (a fallback sentence if the model says nothing)."""
         model = await self._model()
         loop = asyncio.get_running_loop()
@@ -281,6 +282,7 @@ class LlamaLLM:
                         max_tokens=self.max_tokens,
                         temperature=self.temperature,
                         repeat_penalty=1.1,
+                        seed=self.seed,
                         stop=STOP,
                         stream=True,
                     ),
