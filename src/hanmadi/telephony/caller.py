@@ -420,9 +420,7 @@ class _Session:
 
     # --- the script: greeting, then utterance → reply, turn by turn ----------------------------------------
 
-    async def _wait_reply(
-        self, turn: int, since_s: float, timeout_s: float, barge_in_s: float | None
-    ) -> bool:
+    async def _wait_reply(self, turn: int, since_s: float, timeout_s: float, barge_in_s: float | None) -> bool:
         """Wait for the reply of ``turn`` to start and finish; False when it never started."""
         cfg = self.config
         while not self.closed.is_set():
@@ -487,9 +485,7 @@ class _Session:
             turn.interrupted = any(s.played_bytes < len(s.mulaw) for s in segs)
             played = [s for s in segs if s.played_bytes]
             turn.gaps_ms = [
-                (b.start_s - a.end_s) * 1000
-                for a, b in itertools.pairwise(played)
-                if b.start_s - a.end_s > GAP_MIN_S
+                (b.start_s - a.end_s) * 1000 for a, b in itertools.pairwise(played) if b.start_s - a.end_s > GAP_MIN_S
             ]
 
 
@@ -557,9 +553,7 @@ async def place_call(config: CallerConfig) -> CallResult:
     params = {**params, **config.params}
     result.stream_url = stream_url
     # Twilio signs the upgrade request over the wss URL, no parameters
-    headers = (
-        {SIGNATURE_HEADER: compute_signature(config.auth_token, stream_url, {})} if config.auth_token else {}
-    )
+    headers = {SIGNATURE_HEADER: compute_signature(config.auth_token, stream_url, {})} if config.auth_token else {}
     try:
         ws_connect = connect(
             stream_url, additional_headers=headers, open_timeout=config.answer_timeout_s, compression=None

@@ -282,9 +282,7 @@ def media_messages(stream_sid: str, mulaw: bytes, max_bytes: int = MAX_MEDIA_BYT
 
 def mark_message(stream_sid: str, name: str) -> str:
     """An outbound ``mark``: Twilio echoes it when the audio sent before it has played (or was cleared)."""
-    return json.dumps(
-        {"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}, separators=(",", ":")
-    )
+    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}, separators=(",", ":"))
 
 
 def clear_message(stream_sid: str) -> str:
