@@ -212,7 +212,8 @@ class ReorderBuffer:
             await self._space.wait()
 
     def _free(self, seconds: float) -> None:
-        self.buffered_audio_s = max(0.0, self.buffered_audio_s - seconds)
+        left = self.buffered_audio_s - seconds
+        self.buffered_audio_s = left if left > 1e-9 else 0.0  # no float dust once the buffer is empty
         self._space.set()
 
 

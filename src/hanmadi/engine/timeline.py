@@ -213,4 +213,5 @@ def compute_metrics(events: Iterable[TimelineEvent]) -> TurnMetrics:
             m.gap_s += start - cursor
         cursor = start + audio_s
     m.playback_end_s = cursor
+    m.skipped.sort()
     return m

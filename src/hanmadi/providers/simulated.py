@@ -19,7 +19,7 @@ from hanmadi.providers.base import AudioChunk, Message, ProviderError, Transcrip
 
 SAMPLE_RATE = 8000
 
-TextSeconds = Callable[[str], float] | Mapping[str, float] | float | None
+TextSeconds = Callable[[str], float | None] | Mapping[str, float] | float | None
 
 
 def default_tts_latency(text: str) -> float:
@@ -41,7 +41,10 @@ def _resolve(spec: TextSeconds, text: str, default: Callable[[str], float] | Non
         if text in spec:
             return float(spec[text])
         return default(text) if default else None
-    return float(spec(text))
+    value = spec(text)
+    if value is None:
+        return default(text) if default else None
+    return float(value)
 
 
 def speech_like_pcm(text: str, seconds: float, sample_rate: int = SAMPLE_RATE) -> bytes:
@@ -61,7 +64,7 @@ class ScriptedLLM:
     """A streaming LLM that releases text chunks at scripted times (seconds since the stream started).
 
     Without a script it answers the last user message with a short canned Korean reply, streamed token by token.
-    ``fail_after_s`` makes the stream die with :class:`ProviderError` at that time, mid-answer.
+    ``fail_after_s`` makes the stream die with :class:`ProviderError` at that time, before it ends normally.
     """
 
     def __init__(
@@ -128,6 +131,9 @@ class ScriptedLLM:
                 raise ProviderError(self.name, "stream_broken", f"simulated failure at {self.fail_after_s:.2f}s")
             await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
             yield chunk
+        if self.fail_after_s is not None:
+            await asyncio.sleep(max(0.0, started + self.fail_after_s - time.monotonic()))
+            raise ProviderError(self.name, "stream_broken", f"simulated failure at {self.fail_after_s:.2f}s")
 
 
 class SimulatedTTS:
