@@ -92,7 +92,7 @@ async def test_enqueue_never_waits_for_a_locked_database(db_url: str, factories:
     async with running(db_url) as recorder:
         async with write_lock(db_url):
             began = time.perf_counter()
-            for c in range(20):
+            for c in range(10):
                 recorder.call_started(start(f"CA{c}"))
                 for i in range(5):
                     recorder.turn_finished(turn(f"CA{c}", i))
@@ -107,8 +107,8 @@ async def test_enqueue_never_waits_for_a_locked_database(db_url: str, factories:
         await recorder.flush()
         async with recorder.session() as s:
             _, total = await repository.list_calls(s, status="completed")
-            detail = await repository.get_call(s, "CA19")
-    assert total == 20 and detail is not None and len(detail.turns) == 5
+            detail = await repository.get_call(s, "CA9")
+    assert total == 10 and detail is not None and len(detail.turns) == 5
 
 
 async def test_failed_writes_are_retried_logged_and_counted(
