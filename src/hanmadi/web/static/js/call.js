@@ -33,7 +33,7 @@ function callerBubble(turn) {
     { class: "bubble caller" },
     el("span", { class: "who" }, ...label("발신자 (인식된 말)", "caller, as heard by STT")),
     heard,
-    dtmf ? [" ", el("span", { class: "badge dtmf", title: "DTMF" }, `☎ ${dtmf}`)] : "",
+    dtmf ? [" ", el("span", { class: "badge dtmf", title: "DTMF" }, `DTMF ${dtmf}`)] : "",
   );
 }
 
@@ -49,7 +49,7 @@ function agentBubble(turn) {
     spoken || el("span", { class: "muted" }, "(들리지 않음 · nothing played)"),
     turn.barge_in ? [" ", el("span", { class: "badge barge-in" }, "끼어들기 barge-in")] : "",
     differs
-      ? el("span", { class: "generated" }, ...label("생성된 전체:", "generated"), " ", el("del", {}, generated))
+      ? el("span", { class: "generated" }, ...label("생성된 전체:", "generated in full"), " ", generated)
       : "",
   );
 }

@@ -183,7 +183,7 @@ export function renderWaterfall(events) {
   const axisMax = Math.ceil(tMax / step - 1e-9) * step;
   const x = (t) => labelW + (Math.max(0, t) / axisMax) * plotW;
   const height = top + rows.length * rowH + bottom;
-  const width = labelW + plotW + 50;
+  const width = labelW + plotW + 120;
 
   const root = svg("svg", {
     class: "waterfall-svg",
@@ -226,7 +226,12 @@ export function renderWaterfall(events) {
         ),
       );
     };
-    bar("tts", r.ttsStart, r.ttsDone, 0, `TTS ${fmt(r.ttsStart)}→${fmt(r.ttsDone)}초`);
+    if (r.skipped && r.ttsDone === undefined) {
+      // TTS failed or timed out: the bar runs until the sentence was given up.
+      bar("tts failed", r.ttsStart, r.skipped.t, 0, `TTS ${fmt(r.ttsStart)}→${fmt(r.skipped.t)}초 실패`);
+    } else {
+      bar("tts", r.ttsStart, r.ttsDone, 0, `TTS ${fmt(r.ttsStart)}→${fmt(r.ttsDone)}초`);
+    }
     bar("send", r.sendStart, r.sendDone, 1, `전송 ${fmt(r.sendStart)}→${fmt(r.sendDone)}초`);
     bar(`play${r.cut ? " cut" : ""}`, r.playStart, r.playEnd, 2, `재생 ${fmt(r.playStart)}→${fmt(r.playEnd)}초`);
     if (r.generated !== undefined) {
