@@ -348,7 +348,7 @@ async def _summaries(session: AsyncSession, calls: Sequence[Call]) -> list[CallS
             .where(Turn.call_id.in_(ids))
             .group_by(Turn.call_id)
         )
-        for call_id, first, v2v, barge_ins in rows.tuples():
+        for call_id, first, v2v, barge_ins in rows:
             stats[call_id] = (
                 float(first) if first is not None else None,
                 float(v2v) if v2v is not None else None,
@@ -501,7 +501,7 @@ async def latency_summary(session: AsyncSession, *, window: int = SUMMARY_WINDOW
     first_all: list[float] = []
     v2v_all: list[float] = []
     groups: dict[tuple[str, str, str], tuple[list[float], list[float], list[int]]] = {}
-    for first, v2v, providers in rows.tuples():
+    for first, v2v, providers in rows:
         p = providers or {}
         key = (str(p.get("stt", "")), str(p.get("llm", "")), str(p.get("tts", "")))
         g_first, g_v2v, g_count = groups.setdefault(key, ([], [], [0]))
