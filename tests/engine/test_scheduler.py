@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from hanmadi.engine import EngineConfig, Reply, Timeline, TurnReport
+from hanmadi.engine import EngineConfig, Reply, Timeline, TimelineEvent, TurnReport
 from hanmadi.metrics import REGISTRY
 from hanmadi.providers.base import AudioChunk
 from hanmadi.providers.simulated import ListSink, ScriptedLLM, SimulatedTTS, TimedSink
@@ -69,13 +69,35 @@ async def test_window_bounds_tts_jobs_in_flight_but_not_the_llm() -> None:
 
 async def test_buffered_audio_cap_holds_new_jobs_until_the_head_is_sent() -> None:
     texts = TEXTS[:8]
-    latency = {t: 0.01 for t in texts} | {texts[0]: 0.25}  # the head is slow, the rest pile up behind it
+    done: set[int] = set()
+    three_waiting = asyncio.Event()
+
+    def listener(ev: TimelineEvent) -> None:
+        if ev.kind == "tts_done" and ev.index is not None:
+            done.add(ev.index)
+            if {1, 2, 3} <= done:
+                three_waiting.set()
+
+    async def answer() -> AsyncIterator[str]:
+        yield " ".join(texts[:4]) + " "
+        await three_waiting.wait()  # 1.2 s of audio now waits behind the slow head
+        yield " ".join(texts[4:])
+
+    latency = {t: 0.01 for t in texts} | {texts[0]: 0.3}
     tts = SimulatedTTS(latency=latency, audio_s=0.4)
-    report = await reply(tts, max_parallel_tts=4, max_buffered_audio_s=1.0).run(at_once(texts))
+    cfg = config(max_parallel_tts=8, max_buffered_audio_s=1.0)
+    report = await Reply(tts, ListSink(), cfg, Timeline(listeners=[listener])).run(answer())
     assert report.metrics.order == list(range(8))
-    # 1, 2, 3 finish (1.2 s of audio waiting >= 1.0): sentence 4 starts only after the head went out
-    assert first(report, "tts_done", 3) < first(report, "tts_done", 0)
-    assert first(report, "tts_start", 4) > first(report, "send_done", 0)
+    assert first(report, "tts_start", 4) > first(report, "send_start", 0)
+    # invariant: a job only starts while less than the cap of finished audio waits to be sent
+    waiting = 0.0
+    for ev in report.events:
+        if ev.kind == "tts_done":
+            waiting += ev.audio_s or 0.0
+        elif ev.kind == "send_start":
+            waiting -= 0.4
+        elif ev.kind == "tts_start":
+            assert waiting < 1.0 - 1e-9
 
 
 async def test_failed_sentence_is_skipped_after_a_retry_and_never_blocks() -> None:
