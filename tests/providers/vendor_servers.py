@@ -105,7 +105,7 @@ class Control:
         self.disconnected = threading.Event()  # the client went away before the answer was complete
         self.completed = threading.Event()
         # Deepgram
-        self.dg_mode = "ok"  # ok | drop_once | stall | no_from_finalize
+        self.dg_mode = "ok"  # ok | drop_once | drop_always | stall | no_from_finalize
         self.dg_drop_after_bytes = 8000
         self.dg_stall_after_bytes = 6400
         self.dg_dropped = 0
@@ -292,7 +292,7 @@ class _DeepgramSession:
     async def audio(self, data: bytes) -> None:
         control = self.control
         self.rec.audio_bytes += len(data)
-        if control.dg_mode == "drop_once" and control.dg_dropped == 0:
+        if control.dg_mode == "drop_always" or (control.dg_mode == "drop_once" and control.dg_dropped == 0):
             if self.rec.audio_bytes >= control.dg_drop_after_bytes:
                 control.dg_dropped += 1
                 self.ws.transport.abort()

@@ -13,6 +13,7 @@ that audio again, so the final transcript still covers the whole turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -103,6 +104,7 @@ class DeepgramSTT:
                     open_timeout=self.timeout_s,
                     close_timeout=min(self.timeout_s, 2.0),
                     max_size=2**20,
+                    ping_interval=None,  # liveness is ours: KeepAlive messages and the finalize timeout
                 )
             except TimeoutError as exc:
                 raise fail(PROVIDER, "timeout", f"no handshake within {self.timeout_s:g} s") from exc
@@ -149,6 +151,7 @@ class DeepgramStream:
         self._last_partial = ""
         self._new: list[Transcript] = []
         self._reconnects_in_turn = 0
+        self._replace_next = False  # the connection was dropped on purpose: replace it quietly
 
     # --- connection ----------------------------------------------------------------------------
 
@@ -175,14 +178,22 @@ class DeepgramStream:
             await asyncio.gather(reader, return_exceptions=True)
         if ws is not None:
             ws.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws.wait_closed(), 1.0)
 
     async def _reconnect(self, why: str) -> None:
-        """Replace a lost connection and send the turn's audio again; once per turn."""
+        """Replace a lost connection and send the turn's audio again; once per turn.
+
+        A connection this stream dropped itself (after a stalled finalize) is replaced without counting.
+        """
         await self._teardown()
-        if self._reconnects_in_turn >= 1:
+        if self._replace_next:
+            self._replace_next = False
+        elif self._reconnects_in_turn >= 1:
             raise fail(PROVIDER, "connect", f"{why}, again in the same turn")
-        self._reconnects_in_turn += 1
-        count_failure(PROVIDER, "connect", f"{why}; reconnecting")
+        else:
+            self._reconnects_in_turn += 1
+            count_failure(PROVIDER, "connect", f"{why}; reconnecting")
         await self._connect()
         self._finals, self._interim, self._last_partial = [], "", ""
         self._final_end_s, self._from_finalize = self._offset_s, False
@@ -340,6 +351,7 @@ class DeepgramStream:
                     f"no final within {self._stt.finalize_timeout_s:g} s; using what was heard",
                 )
                 await self._teardown()
+                self._replace_next = True
                 return
 
     async def aclose(self) -> None:
