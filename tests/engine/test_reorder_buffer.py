@@ -80,7 +80,7 @@ def test_engine_sends_in_order_for_any_tts_timing(jobs: list[tuple[int, bool]], 
     cfg = EngineConfig(first_clause_split=False, max_parallel_tts=window, tts_retries=0, tts_timeout_s=2.0)
 
     async def main() -> None:
-        report = await Reply(tts, sink, cfg, Timeline()).run(ScriptedLLM([(0.0, " ".join(texts))]).stream([]))
+        report = await Reply(tts, sink, cfg, Timeline()).run(ScriptedLLM(script=[(0.0, " ".join(texts))]).stream([]))
         failed = [i for i, (_, fails) in enumerate(jobs) if fails]
         assert report.metrics.skipped == sorted(failed)
         assert report.metrics.order == [i for i in range(len(jobs)) if i not in failed]

@@ -20,7 +20,7 @@ TEXTS = [f"{i}번 문장이에요." for i in range(12)]
 
 def at_once(texts: Sequence[str]) -> AsyncIterator[str]:
     """The whole answer in one chunk, right away."""
-    return ScriptedLLM([(0.0, " ".join(texts))]).stream([])
+    return ScriptedLLM(script=[(0.0, " ".join(texts))]).stream([])
 
 
 def config(**overrides: object) -> EngineConfig:
@@ -161,7 +161,7 @@ async def test_stream_cut_after_its_start_went_out_is_marked_not_resent() -> Non
 
 
 async def test_llm_error_speaks_what_was_complete_then_the_fallback() -> None:
-    llm = ScriptedLLM([(0.0, "안녕하세요! "), (0.01, "오늘은 날씨가 "), (0.5, "좋아요.")], fail_after_s=0.03)
+    llm = ScriptedLLM(script=[(0.0, "안녕하세요! "), (0.01, "오늘은 날씨가 "), (0.5, "좋아요.")], fail_after_s=0.03)
     sink = ListSink()
     errors_before = REGISTRY.get_sample_value(
         "hanmadi_provider_errors_total", {"provider": "simulated", "reason": "stream_broken"}
@@ -180,7 +180,7 @@ async def test_llm_error_speaks_what_was_complete_then_the_fallback() -> None:
 
 
 async def test_llm_error_without_fallback_keeps_the_call_going() -> None:
-    llm = ScriptedLLM([(0.0, "안녕하세요! 그리고")], fail_after_s=0.01)
+    llm = ScriptedLLM(script=[(0.0, "안녕하세요! 그리고")], fail_after_s=0.01)
     report = await reply(SimulatedTTS(latency=0.01)).run(llm.stream([]))
     assert report.spoken_text == "안녕하세요!"
     assert report.llm_error == "stream_broken" and not report.cancelled
@@ -281,3 +281,18 @@ def test_config_from_settings() -> None:
     s = Settings(max_parallel_tts=2, tts_retries=0, strategy="sequential", llm_fallback="다시요.")
     c = EngineConfig.from_settings(s)
     assert (c.max_parallel_tts, c.tts_retries, c.strategy, c.fallback_text) == (2, 0, "sequential", "다시요.")
+
+
+async def test_empty_answer_is_done_at_once() -> None:
+    sink = ListSink()
+    report = await reply(SimulatedTTS(), sink).run(ScriptedLLM(script=[]).stream([]))
+    assert report.sentences == [] and sink.chunks == [] and not report.cancelled
+    assert report.events[-1].kind == "done"
+    assert report.metrics.first_audio_s is None
+
+
+async def test_llm_failing_before_any_text_speaks_only_the_fallback() -> None:
+    llm = ScriptedLLM(script=[(0.05, "안녕")], fail_after_s=0.0)
+    report = await reply(SimulatedTTS(latency=0.01), fallback_text="잠시 문제가 생겼어요.").run(llm.stream([]))
+    assert report.spoken_text == "잠시 문제가 생겼어요."
+    assert report.metrics.first_audio_s is not None

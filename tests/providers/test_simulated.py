@@ -42,7 +42,7 @@ def test_from_sentences_ends_each_sentence_at_its_emit_time() -> None:
 
 
 async def test_scripted_stream_releases_chunks_in_order_not_before_their_time() -> None:
-    llm = ScriptedLLM([(0.0, "가"), (0.02, "나"), (0.04, "다")])
+    llm = ScriptedLLM(script=[(0.0, "가"), (0.02, "나"), (0.04, "다")])
     started = time.monotonic()
     got = []
     async for chunk in llm.stream([]):
@@ -59,7 +59,7 @@ async def test_canned_reply_echoes_the_caller() -> None:
 
 
 async def test_llm_dies_mid_stream() -> None:
-    llm = ScriptedLLM([(0.0, "안녕"), (0.05, "하세요")], fail_after_s=0.01)
+    llm = ScriptedLLM(script=[(0.0, "안녕"), (0.05, "하세요")], fail_after_s=0.01)
     got = []
     with pytest.raises(ProviderError) as info:
         async for chunk in llm.stream([]):
@@ -175,3 +175,9 @@ async def test_sinks_record_in_order_and_pay_the_send_latency_once_per_sentence(
     plain = ListSink()
     await plain.send_audio(3, chunk)
     assert plain.chunks == [(3, chunk)] and plain.max_concurrent_sends == 1
+
+
+async def test_default_stt_keeps_the_call_going() -> None:
+    stream = await SimulatedSTT().open()
+    lines = [(await stream.finalize()).text for _ in range(4)]
+    assert all(lines) and lines[3] == lines[0]

@@ -69,9 +69,9 @@ class ScriptedLLM:
 
     def __init__(
         self,
+        name: str = "simulated",
         script: Sequence[tuple[float, str]] | None = None,
         *,
-        name: str = "simulated",
         fail_after_s: float | None = None,
         first_token_s: float = 0.2,
         token_s: float = 0.04,
@@ -107,7 +107,7 @@ class ScriptedLLM:
             for k, token in enumerate(tokens):
                 script.append((prev + span * (k + 1) / len(tokens), token))
             prev = max(prev, emit_s)
-        return cls(script, name=name, fail_after_s=fail_after_s)
+        return cls(name, script, fail_after_s=fail_after_s)
 
     def canned_reply(self, messages: Sequence[Message]) -> str:
         """The reply used without a script: a polite echo of the caller's last words."""
@@ -149,11 +149,11 @@ class SimulatedTTS:
 
     def __init__(
         self,
-        *,
         name: str = "simulated",
         latency: TextSeconds = None,
         audio_s: TextSeconds = None,
         ttfb_s: TextSeconds = None,
+        *,
         stream_chunks: int = 4,
         fail_texts: Collection[str] = (),
         fail_calls: Collection[int] = (),
@@ -261,8 +261,18 @@ class SimulatedSTTStream:
         self.closed = True
 
 
+_DEFAULT_LINES = ("안녕하세요, 예약 좀 변경하고 싶어요.", "내일 오후 세 시로 가능할까요?", "네, 감사합니다.")
+
+
+def _default_transcript(turn: int) -> str:
+    return _DEFAULT_LINES[turn % len(_DEFAULT_LINES)]
+
+
 class SimulatedSTT:
-    """A speech-to-text service whose transcripts are scripted per turn (a list consumed in order, or a callable)."""
+    """A speech-to-text service whose transcripts are scripted per turn (a list consumed in order, or a callable).
+
+    Without a script it cycles through a few short Korean caller lines, so a simulated call can go on.
+    """
 
     def __init__(
         self,
@@ -272,7 +282,7 @@ class SimulatedSTT:
         partial_every_s: float = 0.4,
     ) -> None:
         self.name = name
-        self.transcripts = transcripts if transcripts is not None else ["안녕하세요"]
+        self.transcripts = transcripts if transcripts is not None else _default_transcript
         self.partial_every_s = partial_every_s
 
     def transcript_for(self, turn: int) -> str:
