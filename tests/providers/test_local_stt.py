@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import pytest
 
-from hanmadi.providers.base import STT, ProviderError, STTStream, Transcript
+from hanmadi.providers.base import STT, ConfigError, ProviderError, STTStream, Transcript
 from hanmadi.providers.local.espeak_tts import EspeakTTS
 from hanmadi.providers.local.vosk_stt import VoskSTT
 
@@ -129,3 +130,8 @@ async def test_a_closed_stream_refuses_audio(stt: VoskSTT) -> None:
     with pytest.raises(ProviderError) as err:
         await stream.push(bytes(FRAME_BYTES * 10))
     assert err.value.reason == "stt_closed"
+
+
+async def test_a_missing_model_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        await VoskSTT(model_path=tmp_path).open()
