@@ -138,7 +138,7 @@ CALL_SUMMARY: dict[str, Any] = {
     "end_reason": "hangup",
     "providers": {"stt": "simulated", "llm": "simulated", "tts": "simulated"},
     "turn_count": 3,
-    "recording_path": None,
+    "has_recording": False,
     "mean_first_audio_s": 0.94,
     "mean_voice_to_voice_s": 1.44,
     "barge_ins": 1,

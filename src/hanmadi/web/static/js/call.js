@@ -1,7 +1,7 @@
 // Call page: the call's figures, then each turn — what the caller said (as heard), what the agent generated and
 // what the caller actually heard (barge-in, DTMF marked) — with the turn's waterfall and its seed-format log.
 
-import { apiFetch, duration, el, label, pick, secs, statusBadge, when, withToken, wireLogout } from "./common.js";
+import { apiFetch, apiFetchBlob, duration, el, label, pick, secs, statusBadge, when, withToken, wireLogout } from "./common.js";
 import { logLines, renderWaterfall } from "./waterfall.js";
 
 const sid = new URLSearchParams(location.search).get("sid") || "";
@@ -85,6 +85,26 @@ function turnSection(turn) {
   );
 }
 
+/** The stereo recording (caller left, agent right), fetched with the token: an <audio> tag cannot send it. */
+function showRecording(call) {
+  const slot = document.getElementById("recording");
+  if (!call.has_recording) {
+    slot.replaceChildren();
+    return;
+  }
+  const button = el("button", { type: "button", id: "load-recording" }, ...label("녹음 듣기", "play recording"));
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const blob = await apiFetchBlob(`/api/calls/${encodeURIComponent(sid)}/recording`);
+      slot.replaceChildren(el("audio", { controls: true, src: URL.createObjectURL(blob) }));
+    } catch (err) {
+      slot.replaceChildren(el("div", { class: "notice error" }, `녹음을 불러오지 못했습니다: ${err.message}`));
+    }
+  });
+  slot.replaceChildren(button);
+}
+
 async function load() {
   if (!sid) throw new Error("sid 가 없습니다 (call.html?sid=…)");
   document.getElementById("call-sid").textContent = sid;
@@ -97,6 +117,7 @@ async function load() {
     .replaceChildren(
       ...(turns.length ? turns.map(turnSection) : [el("p", { class: "muted" }, "턴이 없습니다. (no turns)")]),
     );
+  showRecording(call);
   const del = document.getElementById("delete");
   del.hidden = false;
   del.onclick = async () => {

@@ -33,6 +33,14 @@ export async function apiFetch(path, { method = "GET", body } = {}) {
   return res.json();
 }
 
+/** GET a binary resource (a recording) with the admin token. */
+export async function apiFetchBlob(path) {
+  const res = await fetch(path, { headers: { Authorization: `Bearer ${getToken()}` } });
+  if (res.status === 401 || res.status === 403) throw new AuthError(`${res.status}`);
+  if (!res.ok) throw new Error(`GET ${path}: ${res.status}`);
+  return res.blob();
+}
+
 /** Create an element: el("td", {class: "num"}, "1.2s", childNode, ...). Attributes set as attributes. */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);

@@ -335,9 +335,12 @@ class Call {
         counters.clears += 1;
         if (this.player) this.player.clear();
         break;
-      case "hanmadi.timeline":
-        appendTimeline(msg.line || JSON.stringify(msg.data || {}));
+      case "hanmadi.timeline": {
+        const kind = msg.data && msg.data.kind;
+        if (kind === "chunk_sent") return; // per-chunk detail: left out, as in the engine's log
+        appendTimeline(msg.line || JSON.stringify(msg.data || {}), kind === "turn_start");
         return;
+      }
       case "hanmadi.transcript":
         appendTranscript(msg.role, msg.text || "");
         return;
@@ -388,9 +391,9 @@ class Call {
   }
 }
 
-function appendTimeline(line) {
+function appendTimeline(line, newTurn) {
   const pre = $("timeline");
-  pre.append(`${line}\n`);
+  pre.append(`${newTurn && pre.textContent ? "\n" : ""}${line}\n`);
   pre.scrollTop = pre.scrollHeight;
 }
 
