@@ -243,17 +243,30 @@ async def test_cancel_before_run() -> None:
     assert await r.run(at_once(TEXTS[:2])) is report
 
 
-async def test_sink_failure_surfaces_and_leaves_no_task() -> None:
+async def test_cancel_right_after_run_started() -> None:
+    before = asyncio.all_tasks()
+    r = reply(SimulatedTTS(latency=0.01))
+    run_task = asyncio.create_task(r.run(at_once(TEXTS[:2])))
+    await asyncio.sleep(0)  # run() has created its driver task, which has not run yet
+    report = await r.cancel()
+    assert report.cancelled
+    assert await run_task is report
+    assert asyncio.all_tasks() == before
+
+
+@pytest.mark.parametrize("strategy", ["realtime", "two_stage", "sequential"])
+async def test_sink_failure_surfaces_and_leaves_no_task(strategy: str) -> None:
     class BrokenSink(ListSink):
         async def send_audio(self, index: int, chunk: AudioChunk) -> None:
             raise ConnectionError("websocket closed")
 
     before = asyncio.all_tasks()
-    r = reply(SimulatedTTS(latency=0.01), BrokenSink())
+    r = reply(SimulatedTTS(latency=0.01), BrokenSink(), strategy=strategy)
     with pytest.raises(ConnectionError):
         await r.run(at_once(TEXTS[:3]))
     assert asyncio.all_tasks() == before
     assert r.report is not None and r.report.cancelled
+    assert r.report.events[-1].reason == "error"
 
 
 @pytest.mark.parametrize("strategy", ["two_stage", "sequential"])

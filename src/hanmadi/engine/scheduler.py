@@ -276,7 +276,9 @@ class Reply:
         self._first_audio_sent = False
         self._llm_error = ""
         self._main: asyncio.Task[TurnReport] | None = None
+        self._chunks: AsyncIterator[str] | None = None
         self._report: TurnReport | None = None
+        self._cancel_requested = False
         self._cancel_reason = ""
 
     # --- the turn ----------------------------------------------------------------------------------------
@@ -292,30 +294,40 @@ class Reply:
         if self._report is not None:  # cancelled before it started
             await _aclose(chunks)
             return self._report
+        self._chunks = chunks
         self._main = asyncio.create_task(self._drive(chunks), name="hanmadi-reply")
         try:
             return await self._main
         except asyncio.CancelledError:
+            report = await self._cancelled_report()
             me = asyncio.current_task()
-            if self._cancel_reason and self._report is not None and (me is None or me.cancelling() == 0):
-                return self._report
+            if self._cancel_requested and (me is None or me.cancelling() == 0):
+                return report
             raise
 
     async def cancel(self, reason: str = "barge_in") -> TurnReport:
         """Stop now (barge-in, hang-up): end the LLM stream and every TTS job, drop unsent audio.
 
         Returns what was sent so far (text and audio seconds per sentence). No task of the reply is alive when
-        this returns. Cancelling a finished reply returns its report unchanged.
+        this returns. Cancelling a finished reply returns its report unchanged. Call it from outside the reply
+        (e.g. the task reading the caller's audio), not from the sink the reply is awaiting.
         """
         if self._report is not None:
             return self._report
+        self._cancel_requested = True
         self._cancel_reason = reason
-        if self._main is None:
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.wait([self._main])
+        return await self._cancelled_report()
+
+    async def _cancelled_report(self) -> TurnReport:
+        # the driver builds the report as it unwinds, unless it was cancelled before its first step
+        if self._report is None:
+            self._cancel_reason = self._cancel_reason or "cancelled"
             self._report = self._build_report(cancelled=True)
-            return self._report
-        self._main.cancel()
-        await asyncio.wait([self._main])
-        assert self._report is not None
+            if self._chunks is not None:
+                await _aclose(self._chunks)
         return self._report
 
     @property
@@ -331,12 +343,12 @@ class Reply:
             self._cancel_reason = self._cancel_reason or "cancelled"
             self._report = self._build_report(cancelled=True)
             raise
-        except BaseExceptionGroup as group:
+        except Exception as exc:
             # a sink failure (the call is gone): record the cut, surface the error itself
             self._cancel_reason = "error"
             self._report = self._build_report(cancelled=True)
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
+            if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                raise exc.exceptions[0] from None
             raise
         finally:
             await _aclose(chunks)
