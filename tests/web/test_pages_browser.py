@@ -158,3 +158,34 @@ def test_softphone_says_so_when_the_session_is_refused(page: Any, stand_in: tupl
     page.click("#call")
     page.wait_for_selector("text=토큰이 맞지 않습니다")
     assert page.get_attribute("#state", "data-state") == "connecting"
+
+
+def test_softphone_explains_a_denied_microphone(page: Any, stand_in: tuple[str, EchoLog]) -> None:
+    url, _ = stand_in
+    with_token(page)
+    page.add_init_script(
+        """navigator.mediaDevices.getUserMedia = () =>
+             Promise.reject(new DOMException("Permission denied", "NotAllowedError"));"""
+    )
+    page.goto(f"{url}/web/softphone.html")
+    page.click("#call")
+    page.wait_for_selector("#state[data-state='error']")
+    assert "마이크 사용이 거부되었습니다" in page.inner_text("#message")
+    assert page.is_enabled("#call") and not page.is_enabled("#hangup")
+
+
+def test_softphone_shows_why_the_stream_was_closed(page: Any, stand_in: tuple[str, EchoLog]) -> None:
+    url, _ = stand_in
+    with_token(page)
+    session = {
+        "call_sid": "WS" + "0" * 32,
+        "stream_url": url.replace("http://", "ws://") + "/twilio/media",
+        "parameters": {"token": "forged", "softphone": "1"},
+    }
+    page.route("**/web/softphone/session", lambda route: route.fulfill(json=session))
+    page.goto(f"{url}/web/softphone.html")
+    page.click("#call")
+    page.wait_for_selector("#state[data-state='ended']")
+    message = page.inner_text("#message")
+    assert "invalid stream token" in message and "1008" in message
+    assert page.is_enabled("#call")

@@ -314,6 +314,9 @@ async def echo_agent(ws: WebSocket, issued: dict[str, str], log: EchoLog) -> Non
                 sid = msg["streamSid"]
                 params = msg["start"].get("customParameters", {})
                 log.token_ok = issued.get(params.get("token", "")) == msg["start"]["callSid"]
+                if not log.token_ok:
+                    await ws.close(code=1008, reason="invalid stream token")
+                    return
             elif event == "media":
                 log.inbound_payloads.append(base64.b64decode(msg["media"]["payload"]))
                 media += 1

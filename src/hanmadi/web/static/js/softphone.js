@@ -188,6 +188,7 @@ class Call {
     this.streamSid = `MZ${randomHex(32)}`;
     this.callSid = "";
     this.hungUp = false;
+    this.ended = false; // the socket closed after it had opened (its message is already shown)
     this.startedAt = 0;
     this.onEnded = () => {};
   }
@@ -222,6 +223,11 @@ class Call {
     } catch (err) {
       throw new Error(micErrorMessage(err));
     }
+    if (this.ended) {
+      // hung up while the browser was asking for the microphone
+      for (const track of stream.getTracks()) track.stop();
+      return;
+    }
     this.capture = new Capture(
       this.ctx,
       stream,
@@ -231,11 +237,12 @@ class Call {
       },
     );
     const session = await this.session();
+    if (this.ended) return;
     this.callSid = session.call_sid;
     $("call-sid").textContent = this.callSid;
     this.player = new Player(this.ctx, (name) => this.echoMark(name));
+    await this.capture.start(); // frames before the socket is open are dropped
     await this.open(session);
-    await this.capture.start();
   }
 
   async session() {
@@ -352,6 +359,7 @@ class Call {
 
   hangup() {
     this.hungUp = true;
+    this.ended = true;
     this.send({
       event: "stop",
       sequenceNumber: this.nextSeq(),
@@ -365,6 +373,7 @@ class Call {
   }
 
   closed(event) {
+    this.ended = true;
     this.teardown();
     if (this.hungUp) return;
     setState("ended");
@@ -428,6 +437,7 @@ $("call").addEventListener("click", async () => {
   try {
     await call.start();
   } catch (err) {
+    if (call.ended) return;
     call.hungUp = true;
     if (call.ws) call.ws.close();
     call.teardown();
