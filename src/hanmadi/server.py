@@ -1,0 +1,294 @@
+"""create_app(): the FastAPI routes — Twilio webhook, Media Streams WebSocket, health, metrics, API, pages.
+
+Wiring only: the protocol lives in ``telephony.twilio``, a call's logic in ``call``, records in ``store``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hanmadi import metrics
+from hanmadi.api import api_router
+from hanmadi.call import CallSession
+from hanmadi.config import Settings
+from hanmadi.providers.base import LLM, STT, TTS
+from hanmadi.providers.registry import make_llm, make_stt, make_tts
+from hanmadi.store.writer import Recorder
+from hanmadi.telephony import twilio as tw
+from hanmadi.web.routes import web_router
+
+log = logging.getLogger("hanmadi.server")
+
+# WebSocket close codes: 1008 policy violation, 1013 try again later, 1001 going away.
+_POLICY = 1008
+
+
+@dataclass
+class Providers:
+    stt: STT
+    llm: LLM
+    tts: TTS
+
+
+@dataclass
+class AppState:
+    """What the routes share: settings, providers, records, stream tokens and the live calls."""
+
+    settings: Settings
+    providers: Providers
+    recorder: Recorder | None
+    tokens: tw.StreamTokens
+    calls: dict[str, CallSession] = field(default_factory=dict)
+    draining: bool = False
+    pending: int = 0  # webhooks answered whose stream has not connected yet
+
+    def at_capacity(self) -> bool:
+        return len(self.calls) >= self.settings.max_calls
+
+
+def build_providers(settings: Settings) -> Providers:
+    """Build the configured providers; a missing key or unknown name fails here, at start-up."""
+    return Providers(stt=make_stt(settings), llm=make_llm(settings), tts=make_tts(settings))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    providers: Providers | None = None,
+    recorder: Recorder | None = None,
+    use_recorder: bool = True,
+) -> FastAPI:
+    """The hanmadi ASGI app. Providers and the recorder are built from settings unless given."""
+    if not settings.auth_token() and not settings.dev:
+        raise RuntimeError("HANMADI_TWILIO_AUTH_TOKEN is not set: refusing to start (use --dev for local testing)")
+    state = AppState(
+        settings=settings,
+        providers=providers or build_providers(settings),
+        recorder=recorder if recorder is not None else (Recorder(settings.database_url) if use_recorder else None),
+        tokens=tw.StreamTokens(settings.auth_token(), settings.stream_token_ttl_s),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for provider in (state.providers.stt, state.providers.llm, state.providers.tts):
+            warm_up = getattr(provider, "warm_up", None)
+            if warm_up is not None:
+                await warm_up()
+        if state.recorder is not None:
+            await state.recorder.start()
+        try:
+            yield
+        finally:
+            await drain(state, state.settings.drain_timeout_s)
+            if state.recorder is not None:
+                await state.recorder.stop()
+
+    app = FastAPI(title="hanmadi", version="0.1.0", lifespan=lifespan)
+    app.state.hanmadi = state
+    admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    if state.recorder is not None:
+        app.include_router(api_router(state.recorder, admin), prefix="/api")
+    app.include_router(web_router(admin_token=admin, issue_stream_token=state.tokens.issue))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, object]:
+        return {"ok": True, "active_calls": len(state.calls), "draining": state.draining}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/twilio/voice")
+    async def voice(request: Request) -> Response:
+        return await answer_webhook(state, request)
+
+    @app.websocket("/twilio/media")
+    async def media(ws: WebSocket) -> None:
+        await serve_media_stream(state, ws)
+
+    return app
+
+
+def _twiml(body: str) -> Response:
+    return Response(body, media_type="application/xml")
+
+
+async def answer_webhook(state: AppState, request: Request) -> Response:
+    """Twilio's voice webhook: verify the signature, admit or refuse, answer TwiML that opens the stream."""
+    settings = state.settings
+    form = await request.form()
+    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    token = settings.auth_token()
+    if token:
+        url = tw.webhook_url(settings.public_url or str(request.base_url).rstrip("/"), request.url.path)
+        if request.url.query:
+            url += "?" + request.url.query
+        signature = request.headers.get("x-twilio-signature", "")
+        if not signature or not tw.validate_signature(token, url, params, signature):
+            reason = "missing_signature" if not signature else "bad_signature"
+            metrics.WEBHOOKS_REJECTED.labels(reason=reason).inc()
+            log.warning("webhook refused: %s (CallSid %s)", reason, params.get("CallSid", "?"))
+            return PlainTextResponse("forbidden", status_code=403)
+    else:
+        log.warning("dev mode: webhook accepted without signature check (CallSid %s)", params.get("CallSid", "?"))
+    call_sid = params.get("CallSid", "")
+    if not call_sid:
+        metrics.WEBHOOKS_REJECTED.labels(reason="missing_callsid").inc()
+        return PlainTextResponse("CallSid missing", status_code=400)
+    if state.draining or state.at_capacity():
+        reason = "draining" if state.draining else "busy"
+        metrics.CALLS_REJECTED.labels(reason=reason).inc()
+        log.info("call %s refused: %s", call_sid, reason)
+        return _twiml(tw.busy_twiml(settings.busy_message))
+    base = settings.public_url or str(request.base_url).rstrip("/")
+    parameters = {"token": state.tokens.issue(call_sid)}
+    for key in ("From", "To"):
+        if params.get(key):
+            parameters[key.lower()] = params[key]
+    return _twiml(tw.connect_twiml(tw.stream_url(base), parameters))
+
+
+class _WsTransport:
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    async def send_text(self, data: str) -> None:
+        await self.ws.send_text(data)
+
+
+async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
+    """One Media Streams socket: handshake checks, then every event to the call; bad input counted and bounded."""
+    settings = state.settings
+    token = settings.auth_token()
+    signature = ws.headers.get("x-twilio-signature")
+    if signature and token:
+        url = tw.stream_url(settings.public_url) if settings.public_url else ""
+        if not url or not tw.validate_signature(token, url, {}, signature):
+            metrics.CALLS_REJECTED.labels(reason="bad_ws_signature").inc()
+            log.warning("media stream refused: bad X-Twilio-Signature on upgrade")
+            await ws.close(code=_POLICY, reason="bad signature")
+            return
+    await ws.accept()
+    bad_frames = 0
+    session: CallSession | None = None
+    stack = contextlib.AsyncExitStack()
+    end_reason = "client_gone"
+
+    async def close(reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=_POLICY, reason=reason)
+
+    try:
+        while True:
+            try:
+                message = await ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                break
+            if message["type"] == "websocket.disconnect":
+                break
+            raw: str | bytes | None = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            try:
+                event = tw.parse_message(raw, max_bytes=settings.max_message_bytes)
+                if session is None:
+                    if isinstance(event, tw.Connected):
+                        continue
+                    if not isinstance(event, tw.Start):
+                        raise tw.BadFrame("media_before_start", type(event).__name__)
+                    try:
+                        state.tokens.redeem(event.custom_parameters.get("token", ""), event.call_sid)
+                    except tw.TokenError as exc:
+                        metrics.CALLS_REJECTED.labels(reason=f"token_{exc.reason}").inc()
+                        log.warning("media stream for call %s refused: token %s", event.call_sid, exc.reason)
+                        await close(f"stream token {exc.reason}")
+                        end_reason = "refused"
+                        return
+                    if event.call_sid in state.calls:
+                        await close("call already streaming")
+                        return
+                    session = CallSession(
+                        settings=settings,
+                        stt=state.providers.stt,
+                        llm=state.providers.llm,
+                        tts=state.providers.tts,
+                        transport=_WsTransport(ws),
+                        start=event,
+                        recorder=state.recorder,
+                        softphone=event.custom_parameters.get("softphone") == "1",
+                    )
+                    await stack.enter_async_context(session)
+                    state.calls[event.call_sid] = session
+                    if settings.dev and not token:
+                        log.warning("dev mode: call %s runs without Twilio authentication", event.call_sid)
+                    continue
+                if isinstance(event, tw.Start):
+                    raise tw.BadFrame("duplicate_start", event.stream_sid)
+                if isinstance(event, tw.Connected):
+                    continue
+                if event.stream_sid != session.stream_sid:
+                    raise tw.BadFrame("wrong_stream_sid", event.stream_sid)
+            except tw.BadFrame as exc:
+                bad_frames += 1
+                metrics.BAD_FRAMES.labels(reason=exc.reason).inc()
+                log.warning(
+                    "call %s: bad frame (%s) %s [%d/%d]",
+                    session.call_sid if session else "-",
+                    exc.reason,
+                    exc.detail[:80],
+                    bad_frames,
+                    settings.max_bad_frames,
+                )
+                if bad_frames >= settings.max_bad_frames:
+                    end_reason = "bad_frames"
+                    await close("too many bad frames")
+                    break
+                continue
+            session.on_event(event)
+            if isinstance(event, tw.Stop):
+                end_reason = "caller_stop"
+                break
+    finally:
+        if session is not None:
+            session.end_reason = end_reason if session.end_reason != "caller_stop" else "caller_stop"
+            state.calls.pop(session.call_sid, None)
+        await stack.aclose()
+
+
+async def drain(state: AppState, timeout_s: float) -> None:
+    """Stop admitting calls and let the active ones finish, up to ``timeout_s``."""
+    state.draining = True
+    deadline = time.monotonic() + timeout_s
+    if state.calls:
+        log.info("draining: %d active calls, up to %.0f s", len(state.calls), timeout_s)
+    while state.calls and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for session in list(state.calls.values()):
+        session.end_reason = "shutdown"
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM first drains: webhooks answer busy while active calls finish (``drain_timeout_s``).
+
+    Plain uvicorn closes every WebSocket at shutdown, which would cut live calls mid-sentence.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: AppState) -> None:
+        super().__init__(config)
+        self.hanmadi_state = state
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await drain(self.hanmadi_state, self.hanmadi_state.settings.drain_timeout_s)
+        await super().shutdown(sockets=sockets)
