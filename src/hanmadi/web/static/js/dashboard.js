@@ -3,7 +3,7 @@
 import { apiFetch, el, label, pick, secs, statusBadge, when, withToken, wireLogout } from "./common.js";
 
 const PAGE_SIZE = 25;
-const state = { offset: 0, total: 0, q: "", status: "" };
+const state = { offset: 0, total: 0, q: "", status: "", refresh: 0 };
 
 const authSlot = document.getElementById("auth");
 const tbody = document.querySelector("#calls tbody");
@@ -129,6 +129,9 @@ async function load() {
   renderSummary(summary);
   renderCalls(page);
   document.body.dataset.loaded = "1";
+  // While a call is in progress, keep the list fresh.
+  clearTimeout(state.refresh);
+  if ((page.items || []).some((c) => c.status === "active")) state.refresh = setTimeout(reload, 5000);
 }
 
 function reload() {
