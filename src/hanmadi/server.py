@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ class AppState:
     tokens: tw.StreamTokens
     calls: dict[str, CallSession] = field(default_factory=dict)
     draining: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while no call is active
     pending: int = 0  # webhooks answered whose stream has not connected yet
 
     def at_capacity(self) -> bool:
@@ -231,6 +231,7 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                     )
                     await stack.enter_async_context(session)
                     state.calls[event.call_sid] = session
+                    state.idle.clear()
                     if settings.dev and not token:
                         log.warning("dev mode: call %s runs without Twilio authentication", event.call_sid)
                     continue
@@ -262,19 +263,22 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                 break
     finally:
         if session is not None:
-            session.end_reason = end_reason if session.end_reason != "caller_stop" else "caller_stop"
+            if session.end_reason == "hangup":  # nothing more specific (stop, shutdown, error) was recorded
+                session.end_reason = end_reason
             state.calls.pop(session.call_sid, None)
         await stack.aclose()
+        if not state.calls:
+            state.idle.set()
 
 
 async def drain(state: AppState, timeout_s: float) -> None:
     """Stop admitting calls and let the active ones finish, up to ``timeout_s``."""
     state.draining = True
-    deadline = time.monotonic() + timeout_s
     if state.calls:
         log.info("draining: %d active calls, up to %.0f s", len(state.calls), timeout_s)
-    while state.calls and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await state.idle.wait()
     for session in list(state.calls.values()):
         session.end_reason = "shutdown"
 
