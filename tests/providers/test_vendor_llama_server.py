@@ -84,7 +84,7 @@ CONVERSATION = [Message("user", "안녕하세요. 내일 예약을 변경하고 
 
 
 async def test_streams_a_non_empty_answer_in_several_chunks(llama_server: str) -> None:
-    llm = OpenAILLM(llama_server, "", "gemma-3-270m", max_tokens=24, timeout_s=30.0, system_prompt="짧게 답하세요.")
+    llm = OpenAILLM(llama_server, "", "gemma-3-270m", max_tokens=16, timeout_s=30.0, system_prompt="짧게 답하세요.")
     chunks = [chunk async for chunk in llm.stream(CONVERSATION)]
     await llm.aclose()
     assert len(chunks) > 1
@@ -92,7 +92,7 @@ async def test_streams_a_non_empty_answer_in_several_chunks(llama_server: str) -
 
 
 async def test_stopping_early_leaves_the_server_ready_for_the_next_request(llama_server: str) -> None:
-    llm = OpenAILLM(llama_server, "", "gemma-3-270m", max_tokens=48, timeout_s=30.0)
+    llm = OpenAILLM(llama_server, "", "gemma-3-270m", max_tokens=16, timeout_s=30.0)
     stream = llm.stream(CONVERSATION)
     assert await anext(stream)
     await stream.aclose()  # type: ignore[attr-defined]
