@@ -285,29 +285,50 @@ def run(
     return asyncio.run(run_strategies(scenario, strategies, config))
 
 
+def _runs(indexes: Sequence[int]) -> str:
+    """Indexes in send order, consecutive runs collapsed: ``0-2,4``."""
+    parts: list[str] = []
+    k = 0
+    while k < len(indexes):
+        j = k
+        while j + 1 < len(indexes) and indexes[j + 1] == indexes[j] + 1:
+            j += 1
+        parts.append(str(indexes[k]) if j == k else f"{indexes[k]}-{indexes[j]}")
+        k = j + 1
+    return ",".join(parts) or "-"
+
+
 def render_table(result: dict[str, Any]) -> Table:
-    """The bench result as a Rich table (one row per strategy)."""
-    table = Table(title=f"hanmadi bench strategies — {result['scenario']}")
-    for column in ("strategy", "first audio s", "total s", "playback end s", "gap s", "order", "skipped"):
-        table.add_column(column, justify="left" if column in ("strategy", "order") else "right")
-    table.add_column("max TTS", justify="right")
-    table.add_column("bound first / total s", justify="right")
+    """The bench result as a Rich table (one row per strategy; seconds since the end of the caller's speech)."""
+    rows = result["strategies"]
+    any_skipped = any(r["skipped"] for r in rows.values())
+    table = Table(
+        title=f"strategies — {result['scenario']}",
+        caption="seconds since end of speech · heard: playback end · TTS∥: most TTS jobs at once",
+    )
+    table.add_column("strategy", no_wrap=True)
+    for column in ("first", "total", "heard", "gap", "TTS∥"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("sent", no_wrap=True)
+    if any_skipped:
+        table.add_column("skip", no_wrap=True)
+    table.add_column("bound", justify="right", no_wrap=True)
 
-    def fmt(value: object) -> str:
-        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
 
-    for name, r in result["strategies"].items():
-        order = r["order"]
-        shown = " ".join(map(str, order)) if len(order) <= 12 else f"{order[0]}…{order[-1]} ({len(order)})"
-        table.add_row(
+    for name, r in rows.items():
+        cells = [
             name,
             fmt(r["first_audio_s"]),
             fmt(r["total_s"]),
             fmt(r["playback_end_s"]),
             fmt(r["gap_s"]),
-            shown,
-            " ".join(map(str, r["skipped"])) or "-",
             str(r["max_parallel_tts"]),
-            f"{fmt(r['bound_first_audio_s'])} / {fmt(r['bound_total_s'])}",
-        )
+            _runs(r["order"]),
+        ]
+        if any_skipped:
+            cells.append(_runs(r["skipped"]))
+        cells.append(f"{fmt(r['bound_first_audio_s'])}/{fmt(r['bound_total_s'])}")
+        table.add_row(*cells)
     return table
