@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -40,7 +41,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _load(settings: Settings, console: Console) -> Providers:
+async def load_providers(settings: Settings, console: Console) -> Providers:
+    """Build the configured providers and load their models, with progress on the console."""
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False
     ) as progress:
@@ -81,19 +83,18 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
 
-async def run_demo(settings: Settings, *, turns: int, out: Path, console: Console) -> dict[str, Any]:
-    """Run the demo call; print the timelines and the summary; return the summary as a dict."""
-    started = time.monotonic()
-    providers = await _load(settings, console)
-    lines = DEMO_LINES[:turns]
-    console.print("caller's voice: synthesizing the caller's lines with the local TTS")
+async def offline_call(
+    settings: Settings, lines: list[str], console: Console, *, providers: Providers | None = None
+) -> tuple[CallResult, CallDetail | None]:
+    """Place one signed call through a loopback server; the caller speaks ``lines`` in the local TTS's voice."""
+    providers = providers or await load_providers(settings, console)
+    console.print("caller's voice: synthesizing the caller's lines with the TTS")
     utterances = [await tts_utterance(providers.tts, line) for line in lines]
-
     port = _free_port()
     token = secrets.token_hex(16)
     server_settings = settings.model_copy(
         update={
-            "twilio_auth_token": token,
+            "twilio_auth_token": SecretStr(token),
             "public_url": f"http://127.0.0.1:{port}",
             "port": port,
             "host": "127.0.0.1",
@@ -116,9 +117,15 @@ async def run_demo(settings: Settings, *, turns: int, out: Path, console: Consol
                 silence_after_s=1.2,
             )
         )
-    detail = await _read_call(settings.database_url, result.call_sid)
-    write_wav(out, result.conversation_stereo(), channels=2)
+    return result, await _read_call(settings.database_url, result.call_sid)
 
+
+async def run_demo(settings: Settings, *, turns: int, out: Path, console: Console) -> dict[str, Any]:
+    """Run the demo call; print the timelines and the summary; return the summary as a dict."""
+    started = time.monotonic()
+    lines = DEMO_LINES[:turns]
+    result, detail = await offline_call(settings, lines, console)
+    write_wav(out, result.conversation_stereo(), channels=2)
     summary = _report(console, detail, result, lines, settings.log_lang)
     summary["wav"] = str(out)
     summary["seconds"] = round(time.monotonic() - started, 1)

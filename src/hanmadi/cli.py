@@ -1,0 +1,191 @@
+"""The ``hanmadi`` command: serve, demo, call, bench, load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from hanmadi.config import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="hanmadi (한마디): Korean phone voice-agent server",
+)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print numbers (JSON with --json)")
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        console.print(f"[red]invalid configuration:[/red]\n{exc}")
+        raise typer.Exit(2) from exc
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default HANMADI_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default HANMADI_PORT)")] = None,
+    dev: Annotated[bool, typer.Option("--dev", help="no auth token needed; binds loopback only")] = False,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
+) -> None:
+    """Run the server (uvicorn) with the configured providers."""
+    import uvicorn
+
+    from hanmadi.providers.base import ConfigError
+    from hanmadi.server import DrainingServer, create_app
+
+    _setup_logging(log_level)
+    settings = _settings(host=host, port=port)
+    if dev:
+        settings = settings.model_copy(update={"dev": True})
+    if settings.dev and not settings.auth_token():
+        if settings.host not in ("127.0.0.1", "localhost", "::1"):
+            console.print("[yellow]--dev without an auth token: binding 127.0.0.1 only[/yellow]")
+            settings = settings.model_copy(update={"host": "127.0.0.1"})
+    try:
+        application = create_app(settings)
+    except (ConfigError, RuntimeError) as exc:
+        console.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    config = uvicorn.Config(
+        application, host=settings.host, port=settings.port, log_level=log_level.lower(), ws="websockets-sansio"
+    )
+    DrainingServer(config, application.state.hanmadi).run()
+
+
+@app.command()
+def demo(
+    turns: Annotated[int, typer.Option(help="caller turns (1-3)", min=1, max=3)] = 3,
+    out: Annotated[Path, typer.Option(help="stereo WAV of the conversation")] = Path("demo-call.wav"),
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """A whole offline call on the embedded stack: server on loopback, simulated caller, timeline, WAV."""
+    from hanmadi.demo import run_demo
+
+    _setup_logging("WARNING")
+    settings = _settings()
+    result = asyncio.run(run_demo(settings, turns=turns, out=out, console=console))
+    if json_out:
+        _print_json(result)
+
+
+@app.command()
+def call(
+    url: Annotated[str, typer.Argument(help="http(s)://host[:port] (webhook first) or ws(s)://…/twilio/media")],
+    audio: Annotated[Path | None, typer.Option("--audio", help="WAV file the caller says (each turn)")] = None,
+    say: Annotated[list[str] | None, typer.Option("--say", help="text the caller says (repeat for turns)")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="custom parameter k=v")] = None,
+    auth_token: Annotated[str | None, typer.Option("--auth-token", help="sign the webhook like Twilio")] = None,
+    turns: Annotated[int, typer.Option(help="number of caller turns", min=1)] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="print measurements as JSON")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="save the bot's audio as a WAV")] = None,
+) -> None:
+    """Place a simulated Twilio call against a running server."""
+    from hanmadi.telephony.caller import CallerConfig, load_wav_8k, place_call, tts_utterance, write_wav
+
+    if (audio is None) == (not say):
+        console.print("[red]give exactly one of --audio WAV or --say TEXT[/red]")
+        raise typer.Exit(2)
+    params: dict[str, str] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            console.print(f"[red]--param wants k=v, got {item!r}[/red]")
+            raise typer.Exit(2)
+        params[key] = value
+    if audio is not None:
+        utterances = [load_wav_8k(audio)]
+    else:
+        from hanmadi.providers.registry import make_tts
+
+        tts = make_tts(_settings())
+        utterances = [asyncio.run(tts_utterance(tts, text)) for text in say or []]
+    plan = [utterances[i % len(utterances)] for i in range(turns)]
+    result = asyncio.run(place_call(CallerConfig(url=url, utterances=plan, params=params, auth_token=auth_token)))
+    if out is not None:
+        write_wav(out, result.reply_pcm)
+    if json_out:
+        _print_json(result.to_json())
+    else:
+        for i, turn in enumerate(result.to_json()["turns"]):
+            console.print(f"turn {i}: first audio {turn['first_audio_ms']} ms, reply {turn['reply_audio_s']} s")
+
+
+@bench_app.command("strategies")
+def bench_strategies(
+    scenario: Annotated[Path | None, typer.Option(help="scenario JSON file (default: the seed's)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The three response strategies (sequential, two_stage, realtime) on one scenario, in real time."""
+    from hanmadi.bench.strategies import SEED_SCENARIO, ScenarioError, load_scenario, render_table, run_strategies
+
+    try:
+        chosen = load_scenario(scenario) if scenario else SEED_SCENARIO
+    except ScenarioError as exc:
+        console.print(f"[red]bad scenario:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    result = asyncio.run(run_strategies(chosen))
+    if json_out:
+        _print_json(result)
+    else:
+        Console().print(render_table(result))
+
+
+@bench_app.command("segmenter")
+def bench_segmenter(tokens: Annotated[int, typer.Option(help="tokens to stream")] = 200_000) -> None:
+    """Sentence segmenter throughput (tokens/s)."""
+    from hanmadi.bench.segmenter import run
+
+    _print_json(run(tokens))
+
+
+@bench_app.command("providers")
+def bench_providers() -> None:
+    """The embedded stack alone: espeak, vosk, llama timings."""
+    from hanmadi.bench.providers import run
+
+    _print_json(asyncio.run(run()))
+
+
+@bench_app.command("e2e")
+def bench_e2e(
+    turns: Annotated[int, typer.Option(help="caller turns to measure", min=1)] = 5,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    preemptive: Annotated[bool, typer.Option(help="start the LLM on the STT partial at pauses")] = False,
+) -> None:
+    """Voice-to-voice latency through the real server and socket on the embedded stack."""
+    from hanmadi.bench.e2e import render_table, run_e2e
+
+    settings = _settings()
+    if preemptive:
+        settings = settings.model_copy(update={"preemptive_generation": True})
+    result = asyncio.run(run_e2e(settings, turns=turns, console=console))
+    if json_out:
+        _print_json(result)
+    else:
+        Console().print(render_table(result))
+
+
+if __name__ == "__main__":
+    app()
