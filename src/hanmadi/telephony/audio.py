@@ -28,23 +28,16 @@ def _build_decode_table() -> np.ndarray:
     return np.where(sign != 0, -sample, sample).astype(np.int16)
 
 
-def _encode_one(sample: int) -> int:
-    sign = 0x80 if sample < 0 else 0
-    if sample < 0:
-        sample = -sample
-    sample = min(sample, _CLIP) + _BIAS
-    exponent = 7
-    mask = 0x4000
-    while exponent > 0 and not (sample & mask):
-        exponent -= 1
-        mask >>= 1
-    mantissa = (sample >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
-
-
 def _build_encode_table() -> np.ndarray:
-    # index = sample + 32768
-    return np.array([_encode_one(s) for s in range(-32768, 32768)], dtype=np.uint8)
+    """G.711 mu-law for every int16 value; index = sample + 32768."""
+    samples = np.arange(-32768, 32768, dtype=np.int32)
+    sign = np.where(samples < 0, 0x80, 0)
+    magnitude = np.minimum(np.abs(samples), _CLIP) + _BIAS
+    # exponent = position of the highest set bit among bits 7..14, minus 7 (0 when none is set)
+    exponent = np.clip(np.floor(np.log2(magnitude)).astype(np.int32) - 7, 0, 7)
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    table: np.ndarray = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+    return table
 
 
 _DECODE = _build_decode_table()
@@ -76,7 +69,7 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Resample int16 mono audio with soxr (high quality)."""
     if from_rate == to_rate or samples.size == 0:
         return samples.astype(np.int16, copy=False)
-    out = soxr.resample(samples.astype(np.float32) / 32768.0, from_rate, to_rate, quality="HQ")
+    out: np.ndarray = soxr.resample(samples.astype(np.float32) / 32768.0, from_rate, to_rate, quality="HQ")
     return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
 
 
