@@ -23,6 +23,7 @@ from hanmadi.providers.local.llama_llm import (
     AGENT,
     CUSTOMER,
     FALLBACK_REPLY,
+    FEW_SHOT,
     GENERATE_THREAD,
     LlamaLLM,
     ReplyCleaner,
@@ -61,7 +62,7 @@ def test_prompt_is_a_transcript_ending_with_an_open_agent_line() -> None:
     assert lines[-1] == AGENT
     assert lines[-2] == f"{CUSTOMER} 환불은 언제 되나요?"
     assert lines[-3] == f"{AGENT} {GREETING.content}"
-    assert sum(line.startswith(CUSTOMER) for line in lines) == 4  # three examples and the caller
+    assert sum(line.startswith(CUSTOMER) for line in lines) == len(FEW_SHOT) + 1  # the examples and the caller
 
 
 def test_cleaner_strips_and_holds_trailing_space() -> None:

@@ -39,12 +39,16 @@ AGENT: Final = "상담원:"
 STOP: Final = ["\n", CUSTOMER, AGENT]
 GENERATE_THREAD: Final = "llama-generate"
 
+# Replies that act on the request (a wish, a complaint, a question, a goodbye) — with fewer, the model often
+# just repeats the caller's sentence back.
 FEW_SHOT: Final = (
     (
         "안녕하세요, 주문한 물건이 아직 안 왔어요.",
         "불편을 드려 죄송합니다. 주문 번호를 알려 주시면 바로 확인해 드릴게요.",
     ),
+    ("전화번호를 바꾸고 싶어요.", "네, 새 전화번호를 말씀해 주시면 바로 변경해 드리겠습니다."),
     ("영업시간이 어떻게 되나요?", "평일 오전 아홉 시부터 오후 여섯 시까지 상담해 드립니다."),
+    ("결제가 두 번 된 것 같아요.", "확인해 보겠습니다. 결제하신 날짜를 알려 주시겠어요?"),
     ("네, 알겠습니다. 고맙습니다.", "감사합니다. 좋은 하루 보내세요."),
 )
 
