@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -66,6 +67,17 @@ async def test_a_long_sentence_streams_in_many_small_chunks() -> None:
     chunks = await collect(EspeakTTS(), SENTENCES[1] + " " + SENTENCES[2])
     assert len(chunks) > 5
     assert max(c.duration_s for c in chunks) <= 0.15
+
+
+async def test_first_audio_comes_before_the_synthesis_ends() -> None:
+    tts = EspeakTTS()
+    await collect(tts, "가")
+    started = time.perf_counter()
+    first_s = 0.0
+    async for _ in tts.synthesize(LONG_TEXT):
+        first_s = first_s or time.perf_counter() - started
+    total_s = time.perf_counter() - started
+    assert first_s < total_s / 3
 
 
 async def test_empty_text_yields_nothing() -> None:
