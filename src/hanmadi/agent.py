@@ -18,6 +18,11 @@ class Agent:
         """A keypad digit: it reaches the LLM with the caller's next words."""
         self._pending_events.append(digit)
 
+    @property
+    def has_pending_events(self) -> bool:
+        """Keypad digits are waiting to go out with the caller's next words."""
+        return bool(self._pending_events)
+
     def user_message(self, text: str) -> Message:
         """The caller's turn as the LLM sees it (keypad digits pressed since the last turn appended)."""
         if self._pending_events:

@@ -25,6 +25,7 @@ from hanmadi.agent import Agent
 from hanmadi.config import Settings
 from hanmadi.engine.scheduler import EngineConfig, Reply, TurnReport
 from hanmadi.engine.timeline import Timeline, TimelineEvent, format_event
+from hanmadi.preemptive import PreemptiveAnswer, same_words
 from hanmadi.providers.base import LLM, STT, TTS, AudioChunk, Message, STTStream
 from hanmadi.store.recording import CallRecording, recording_path
 from hanmadi.store.records import CallEnd, CallStart, TurnRecord
@@ -67,6 +68,7 @@ class _Turn:
     dtmf: str = ""
     sentences: dict[int, _Sentence] = field(default_factory=dict)
     report: TurnReport | None = None
+    preemptive: bool = False  # answered from an LLM stream started at the caller's pause
     barge_in: bool = False
     cleared_at: float | None = None
     recorded: bool = False
@@ -155,6 +157,8 @@ class CallSession:
         self._reply: Reply | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._partial = ""
+        self._preempt: PreemptiveAnswer | None = None
+        self._preempt_task: asyncio.Task[None] | None = None
         self._barged_this_utterance = False
         self._started_mono = time.monotonic()
         self._tg = asyncio.TaskGroup()
@@ -257,6 +261,8 @@ class CallSession:
         self._on_turn_event(self.detector.feed(pcm))
         if self.detector.speaking or self.detector.speech_ms:
             self._check_barge_in()
+            if self.settings.preemptive_generation:
+                self._check_preemptive()
 
     def on_mark(self, name: str) -> None:
         parsed = tw.parse_mark_name(name)
@@ -281,9 +287,8 @@ class CallSession:
     # --- turn taking -----------------------------------------------------------------------------------
 
     def _on_turn_event(self, event: SpeechStarted | SpeechStopped | None) -> None:
-        if isinstance(event, SpeechStarted):
-            self._partial = ""
-        elif isinstance(event, SpeechStopped):
+        # (the partial transcript is reset when the STT finalizes a turn, not here: it may already be ahead of the VAD)
+        if isinstance(event, SpeechStopped):
             t_detect = time.monotonic()
             endpointing_s = (self.detector_now_ms() - event.end_ms) / 1000
             self._audio_q.put_nowait((t_detect, endpointing_s))
@@ -311,6 +316,44 @@ class CallSession:
             return  # no words yet: could be a backchannel, wait a little
         self._barged_this_utterance = True
         self._spawn(self.barge_in(), "barge-in")
+
+    def _check_preemptive(self) -> None:
+        """At a pause, start answering the partial transcript; when the caller resumes, drop that answer."""
+        silence_ms = self.detector.silence_ms
+        if self._preempt is not None:
+            if silence_ms == 0:
+                self._drop_preempt("resumed")
+            return
+        if (
+            silence_ms >= self.settings.preemptive_pause_ms
+            and self.detector.speaking
+            and self._partial
+            and not self.bot_speaking()
+            and not self.agent.has_pending_events
+        ):
+            text = self._partial
+            messages = self.agent.messages_for(Message("user", text))
+            self._preempt = PreemptiveAnswer(text, self.llm.stream(messages))
+            self._preempt_task = self._spawn(self._preempt.pump(), "preemptive")
+            log.info("call %s: preemptive answer started on %r", self.call_sid, text)
+
+    def _drop_preempt(self, outcome: str) -> None:
+        if self._preempt_task is not None:
+            self._preempt_task.cancel()
+        self._preempt = self._preempt_task = None
+        metrics.PREEMPTIVE.labels(outcome=outcome).inc()
+
+    def _take_preempt(self, text: str) -> PreemptiveAnswer | None:
+        """The preemptive answer if the caller's final words confirm it (it is then the turn's LLM stream)."""
+        preempt = self._preempt
+        if preempt is None:
+            return None
+        if not same_words(preempt.text, text) or self.agent.has_pending_events:
+            self._drop_preempt("miss")
+            return None
+        self._preempt = self._preempt_task = None
+        metrics.PREEMPTIVE.labels(outcome="hit").inc()
+        return preempt
 
     async def barge_in(self) -> None:
         """The caller talks over us: clear Twilio's buffer, stop the reply, keep only what was heard."""
@@ -380,11 +423,16 @@ class CallSession:
         await self._run_reply(turn, _once(self.settings.greeting))
 
     def _start_turn(self, text: str, t_detect: float, endpointing_s: float) -> None:
+        preempt = self._take_preempt(text)
         user = self.agent.user_message(text)
         turn = self._new_turn(user, text, t_detect, endpointing_s)
         if self.softphone:
             self.side_event({"event": "hanmadi.transcript", "role": "caller", "text": user.content})
-        stream = self.llm.stream(self.agent.messages_for(user))
+        if preempt is not None:
+            turn.preemptive = True
+            stream = preempt.replay()
+        else:
+            stream = self.llm.stream(self.agent.messages_for(user))
         self._reply_task = self._spawn(self._run_reply(turn, stream), "reply")
 
     def _new_turn(self, user: Message | None, heard: str, t_detect: float, endpointing_s: float) -> _Turn:
@@ -424,8 +472,7 @@ class CallSession:
             if sentence is not None:
                 sentence.text = s.text
         first = report.metrics.first_audio_s
-        if first is not None and turn.user is not None:
-            metrics.FIRST_RESPONSE.observe(first)
+        if first is not None and turn.user is not None:  # the engine itself observes FIRST_RESPONSE
             metrics.VOICE_TO_VOICE.observe(first + turn.endpointing_s)
         heard = turn.heard_reply() if (turn.barge_in or report.cancelled) else report.spoken_text
         self.agent.remember(turn.user, heard)
@@ -464,7 +511,7 @@ class CallSession:
         def listener(event: TimelineEvent) -> None:
             if event.kind == "sentence" and event.index is not None:
                 turn.sentences.setdefault(event.index, _Sentence(event.index)).text = event.text
-            if self.softphone:
+            if self.softphone and event.kind != "chunk_sent":
                 line = format_event(event, self.settings.log_lang)
                 self.side_event(
                     {"event": "hanmadi.timeline", "turn": turn.index, "line": line, "data": event.to_dict()}
@@ -493,8 +540,8 @@ class CallSession:
                 first_audio_s=first,
                 voice_to_voice_s=(first + turn.endpointing_s) if first is not None and turn.user else None,
                 total_s=report.metrics.total_s,
-                metrics=report.metrics.to_dict(),
-                events=[e.to_dict() for e in report.events],
+                metrics={**report.metrics.to_dict(), "preemptive": turn.preemptive},
+                events=_stored_events(report.events),
             )
         )
 
@@ -521,3 +568,16 @@ class CallSession:
 
 async def _once(text: str) -> AsyncIterator[str]:
     yield text
+
+
+def _stored_events(events: list[TimelineEvent]) -> list[dict[str, Any]]:
+    """The timeline to keep: every event but per-chunk sends, of which only each sentence's first is kept."""
+    kept: list[dict[str, Any]] = []
+    first_chunk_seen: set[int | None] = set()
+    for event in events:
+        if event.kind == "chunk_sent":
+            if event.index in first_chunk_seen:
+                continue
+            first_chunk_seen.add(event.index)
+        kept.append(event.to_dict())
+    return kept

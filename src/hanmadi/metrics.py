@@ -44,3 +44,9 @@ WEBHOOKS_REJECTED = Counter(
     "hanmadi_webhooks_rejected_total", "Webhook requests refused, by reason", ["reason"], registry=REGISTRY
 )
 STORE_ERRORS = Counter("hanmadi_store_errors_total", "Failed writes of call records", ["op"], registry=REGISTRY)
+PREEMPTIVE = Counter(
+    "hanmadi_preemptive_total",
+    "Preemptive LLM answers started at a caller's pause, by outcome (hit, miss, resumed)",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -64,6 +64,11 @@ class TurnDetector:
         self._silence_ms = 0
 
     @property
+    def silence_ms(self) -> int:
+        """Silence since the last voiced frame of the utterance in progress (0 when nobody is speaking)."""
+        return self._silence_ms if self._start_ms is not None else 0
+
+    @property
     def speech_ms(self) -> int:
         """Voiced milliseconds of the utterance in progress (0 when nobody is speaking)."""
         return self._voiced_ms if self._start_ms is not None else 0
