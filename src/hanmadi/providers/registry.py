@@ -155,6 +155,7 @@ def make_llm(settings: Settings) -> LLM:
             max_tokens=settings.llm_max_tokens,
             system_prompt=settings.system_prompt,
             cache_dir=settings.model_cache_dir,
+            fallback=settings.llm_fallback,
         )
         return llm
     if name == "simulated":
