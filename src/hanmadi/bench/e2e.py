@@ -63,9 +63,11 @@ async def run_e2e(settings: Settings, *, turns: int, console: Console) -> dict[s
     result, detail = await offline_call(settings, lines, console)
     measured = [t.first_audio_ms for t in result.turns if t.first_audio_ms is not None]
     parts: dict[str, list[float]] = {}
+    preemptive_hits = 0
     for turn in detail.turns if detail else []:
         if turn.index == 0:
             continue  # the greeting has no caller speech before it
+        preemptive_hits += bool(turn.metrics.get("preemptive"))
         split = breakdown(turn)
         for key, value in (split or {}).items():
             parts.setdefault(key, []).append(value)
@@ -76,6 +78,7 @@ async def run_e2e(settings: Settings, *, turns: int, console: Console) -> dict[s
         "breakdown_ms": {key: round(statistics.median(values), 1) for key, values in parts.items()},
         "providers": {"stt": settings.stt, "llm": settings.llm, "tts": settings.tts},
         "preemptive_generation": settings.preemptive_generation,
+        "preemptive_hits": preemptive_hits,
         "call_sid": result.call_sid,
     }
 
