@@ -55,3 +55,19 @@ def test_same_words_ignores_spacing_and_punctuation_only() -> None:
     assert same_words("예약  확인해, 주세요", "예약 확인해 주세요")
     assert not same_words("예약 확인해", "예약 확인해 주세요")
     assert not same_words("", "")
+
+
+async def test_stall_guard_turns_a_silent_llm_into_a_provider_error() -> None:
+    from hanmadi.providers.base import stall_guard
+
+    async def stalls() -> AsyncIterator[str]:
+        yield "네, "
+        await asyncio.sleep(10)
+        yield "never"
+
+    got: list[str] = []
+    with pytest.raises(ProviderError) as err:
+        async for chunk in stall_guard(stalls(), 0.05, "simulated"):
+            got.append(chunk)
+    assert got == ["네, "]
+    assert err.value.reason == "stalled"

@@ -26,7 +26,7 @@ from hanmadi.config import Settings
 from hanmadi.engine.scheduler import EngineConfig, Reply, TurnReport
 from hanmadi.engine.timeline import Timeline, TimelineEvent, format_event
 from hanmadi.preemptive import PreemptiveAnswer, same_words
-from hanmadi.providers.base import LLM, STT, TTS, AudioChunk, Message, STTStream
+from hanmadi.providers.base import LLM, STT, TTS, AudioChunk, Message, STTStream, stall_guard
 from hanmadi.store.recording import CallRecording, recording_path
 from hanmadi.store.records import CallEnd, CallStart, TurnRecord
 from hanmadi.store.writer import Recorder
@@ -433,6 +433,7 @@ class CallSession:
             stream = preempt.replay()
         else:
             stream = self.llm.stream(self.agent.messages_for(user))
+        stream = stall_guard(stream, self.settings.llm_timeout_s, self.llm.name)
         self._reply_task = self._spawn(self._run_reply(turn, stream), "reply")
 
     def _new_turn(self, user: Message | None, heard: str, t_detect: float, endpointing_s: float) -> _Turn:

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     max_buffered_audio_s: float = Field(30.0, gt=0)
     tts_timeout_s: float = Field(5.0, gt=0)
     tts_retries: int = Field(1, ge=0, le=5)
-    llm_timeout_s: float = Field(10.0, gt=0)
+    llm_timeout_s: float = Field(10.0, gt=0, description="no LLM text for this long: the reply falls back")
     first_clause_split: bool = True
     first_clause_min_chars: int = Field(25, ge=5)
     max_sentence_chars: int = Field(120, ge=20)

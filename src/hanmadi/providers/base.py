@@ -8,6 +8,7 @@ cancelled) must leave the provider with nothing running on its behalf; providers
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -110,3 +111,26 @@ class STT(Protocol):
     async def open(self, sample_rate: int = 8000) -> STTStream:
         """Start a recognizer for one call."""
         ...
+
+
+async def stall_guard(stream: AsyncIterator[str], timeout_s: float, provider: str) -> AsyncIterator[str]:
+    """Pass ``stream`` through, raising ``ProviderError(provider, "stalled")`` when no chunk comes for ``timeout_s``.
+
+    A vendor that hangs mid-answer would otherwise hold the caller in silence; with the error the engine speaks
+    what was complete and then its fallback.
+    """
+    iterator = aiter(stream)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                raise ProviderError(provider, "stalled", f"no text for {timeout_s:.1f} s") from exc
+            yield chunk
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
