@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse
+from fastapi.websockets import WebSocketState
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hanmadi import metrics
@@ -182,6 +183,7 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
             return
     await ws.accept()
     bad_frames = 0
+    guard = tw.StreamGuard()
     session: CallSession | None = None
     stack = contextlib.AsyncExitStack()
     end_reason = "client_gone"
@@ -203,44 +205,7 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                 raw = message.get("bytes") or b""
             try:
                 event = tw.parse_message(raw, max_bytes=settings.max_message_bytes)
-                if session is None:
-                    if isinstance(event, tw.Connected):
-                        continue
-                    if not isinstance(event, tw.Start):
-                        raise tw.BadFrame("media_before_start", type(event).__name__)
-                    try:
-                        state.tokens.redeem(event.custom_parameters.get("token", ""), event.call_sid)
-                    except tw.TokenError as exc:
-                        metrics.CALLS_REJECTED.labels(reason=f"token_{exc.reason}").inc()
-                        log.warning("media stream for call %s refused: token %s", event.call_sid, exc.reason)
-                        await close(f"stream token {exc.reason}")
-                        end_reason = "refused"
-                        return
-                    if event.call_sid in state.calls:
-                        await close("call already streaming")
-                        return
-                    session = CallSession(
-                        settings=settings,
-                        stt=state.providers.stt,
-                        llm=state.providers.llm,
-                        tts=state.providers.tts,
-                        transport=_WsTransport(ws),
-                        start=event,
-                        recorder=state.recorder,
-                        softphone=event.custom_parameters.get("softphone") == "1",
-                    )
-                    await stack.enter_async_context(session)
-                    state.calls[event.call_sid] = session
-                    state.idle.clear()
-                    if settings.dev and not token:
-                        log.warning("dev mode: call %s runs without Twilio authentication", event.call_sid)
-                    continue
-                if isinstance(event, tw.Start):
-                    raise tw.BadFrame("duplicate_start", event.stream_sid)
-                if isinstance(event, tw.Connected):
-                    continue
-                if event.stream_sid != session.stream_sid:
-                    raise tw.BadFrame("wrong_stream_sid", event.stream_sid)
+                guard.check(event)  # start first and once, then one streamSid
             except tw.BadFrame as exc:
                 bad_frames += 1
                 metrics.BAD_FRAMES.labels(reason=exc.reason).inc()
@@ -257,6 +222,36 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                     await close("too many bad frames")
                     break
                 continue
+            if isinstance(event, tw.Connected):
+                continue
+            if isinstance(event, tw.Start):
+                try:
+                    state.tokens.redeem(event.custom_parameters.get("token", ""), event.call_sid)
+                except tw.TokenError as exc:
+                    metrics.CALLS_REJECTED.labels(reason=f"token_{exc.reason}").inc()
+                    log.warning("media stream for call %s refused: token %s", event.call_sid, exc.reason)
+                    await close(f"stream token {exc.reason}")
+                    return
+                if event.call_sid in state.calls:
+                    await close("call already streaming")
+                    return
+                session = CallSession(
+                    settings=settings,
+                    stt=state.providers.stt,
+                    llm=state.providers.llm,
+                    tts=state.providers.tts,
+                    transport=_WsTransport(ws),
+                    start=event,
+                    recorder=state.recorder,
+                    softphone=event.custom_parameters.get("softphone") == "1",
+                )
+                await stack.enter_async_context(session)
+                state.calls[event.call_sid] = session
+                state.idle.clear()
+                if settings.dev and not token:
+                    log.warning("dev mode: call %s runs without Twilio authentication", event.call_sid)
+                continue
+            assert session is not None  # the guard let a non-start event through only after a start
             session.on_event(event)
             if isinstance(event, tw.Stop):
                 end_reason = "caller_stop"
@@ -269,6 +264,10 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
         await stack.aclose()
         if not state.calls:
             state.idle.set()
+        if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+            # the call ended (stop, drain): say so with a close frame; uvicorn would just drop the TCP connection
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000, reason="call ended")
 
 
 async def drain(state: AppState, timeout_s: float) -> None:
