@@ -16,6 +16,7 @@ first and unchanged lets llama.cpp reuse their evaluated prefix from one request
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import os
@@ -190,6 +191,16 @@ def _load(path: Path, n_ctx: int, threads: int) -> _SharedModel:
                 raise ProviderError("local", "llm_model", f"{path}: {exc}") from exc
             model = _models[key] = _SharedModel(llama)
         return model
+
+
+@atexit.register
+def _close_models() -> None:
+    # Free the models while llama.cpp's bindings still exist: left to garbage collection at interpreter exit,
+    # llama-cpp-python's finalizer runs after its own module globals are gone and prints a TypeError.
+    with _models_lock:
+        for model in _models.values():
+            model.llama.close()
+        _models.clear()
 
 
 class LlamaLLM:
