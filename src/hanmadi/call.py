@@ -38,6 +38,8 @@ log = logging.getLogger("hanmadi.call")
 
 # A caller who keeps talking this long over our audio barges in even if STT has produced no partial yet.
 _BARGE_IN_WITHOUT_TEXT_MS = 600
+# How long a cancelled reply may take to hand back its report before its task is cancelled outright.
+_REPLY_SETTLE_S = 1.0
 
 
 class Transport(Protocol):
@@ -487,9 +489,12 @@ class CallSession:
         if reply is not None:
             await reply.cancel()
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # After cancel() the engine's run() returns the cancelled report by itself; letting the task finish
+            # records what the caller heard of this turn. Only a task that does not finish is cancelled outright.
+            _, pending = await asyncio.wait({task}, timeout=_REPLY_SETTLE_S)
+            if pending:
+                task.cancel()
+                await asyncio.wait({task})
         self._reply_task = None
 
     def account_playback(self, turn: _Turn, index: int, duration_s: float, chunk: AudioChunk) -> None:

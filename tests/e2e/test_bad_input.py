@@ -188,3 +188,34 @@ async def test_client_vanishing_mid_reply_cancels_the_call(server: tuple[str, ob
                 break
             await asyncio.sleep(0.05)
         assert (await client.get(f"{url}/healthz")).json()["active_calls"] == 0
+
+
+async def test_hang_up_mid_answer_still_records_the_turn_in_progress(server: tuple[str, object]) -> None:
+    from test_calls import stored_call
+
+    url, settings = server
+    ws, stream_sid, call_sid = await open_call(url)
+    async with asyncio.timeout(10):  # the greeting plays first
+        while json.loads(await ws.recv()).get("event") != "mark":
+            pass
+    speech = pcm_bytes_to_ulaw(voice(1.0) + bytes(12000))
+    for i in range(0, len(speech) - 159, 160):
+        await ws.send(media(stream_sid, base64.b64encode(speech[i : i + 160]).decode(), chunk=i // 160 + 1))
+    async with asyncio.timeout(10):  # the reply to turn 1 starts...
+        while True:
+            msg = json.loads(await ws.recv())
+            if msg.get("event") == "mark" and msg["mark"]["name"].startswith("t1"):
+                break
+    # ...and the caller hangs up before it is over: Twilio sends stop and closes
+    await ws.send(json.dumps({"event": "stop", "sequenceNumber": "999", "streamSid": stream_sid, "stop": {}}))
+    await ws.close()
+    for _ in range(100):
+        async with httpx.AsyncClient() as client:
+            if (await client.get(f"{url}/healthz")).json()["active_calls"] == 0:
+                break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    call = await stored_call(settings.database_url, call_sid)  # type: ignore[attr-defined]
+    assert call.call.end_reason == "caller_stop"
+    assert [t.index for t in call.turns] == [0, 1]
+    assert call.turns[1].generated_text  # the turn in progress is kept with what was generated
