@@ -176,6 +176,39 @@ async def test_barge_in_sends_clear_and_keeps_only_what_was_heard(tmp_path: Path
     assert follow_up.heard_text == "잠깐만요 그만하세요"
 
 
+async def test_korean_backchannel_during_our_reply_does_not_barge_in(tmp_path: Path) -> None:
+    from hanmadi.loopback import serve_in_thread
+    from hanmadi.providers.simulated import ScriptedLLM, SimulatedSTT, SimulatedTTS
+    from hanmadi.server import Providers
+
+    port = free_port()
+    long_reply = "네, 안내해 드리겠습니다. " + "오늘 안내해 드릴 내용이 아주 많습니다. " * 3
+    providers = Providers(
+        stt=SimulatedSTT(["예약 안내해 주세요", "네"]),
+        llm=ScriptedLLM(script=[(0.1, long_reply)]),
+        tts=SimulatedTTS(),
+    )
+    settings = e2e_settings(tmp_path, port)
+    with serve_in_thread(settings, port=port, providers=providers) as url:
+        result = await place_call(
+            CallerConfig(
+                url=url,
+                utterances=[voice(1.0), voice(0.5)],  # the second one is a short "네" while we talk
+                auth_token=AUTH_TOKEN,
+                turns=2,
+                barge_in_after_s=1.0,
+                answer_timeout_s=3.0,
+            )
+        )
+        await asyncio.sleep(0.5)
+        call = await stored_call(settings.database_url, result.call_sid)
+    assert result.to_json()["clears"] == 0
+    assert [t.index for t in call.turns] == [0, 1]  # "네" became no turn of its own
+    reply = call.turns[1]
+    assert reply.barge_in is False
+    assert reply.spoken_text == reply.generated_text
+
+
 async def test_dtmf_is_recorded_with_the_turn(server: tuple[str, object]) -> None:
     url, settings = server
     result = await place_call(
