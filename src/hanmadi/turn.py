@@ -9,9 +9,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import webrtcvad
 
 FRAME_MS = 20
+# webrtcvad keeps calling ~100 ms of silence "speech" after a voice stops (its hangover). In that tail a frame
+# counts as voiced only if it carries energy near the caller's own speech level, so endpointing counts from the
+# real end of the voice. Onsets are not gated: a caller who starts speaking more quietly is still heard.
+_TAIL_MS = 300
+_LEVEL_RATIO = 0.06  # about -24 dB under the caller's mean speech level
+_MIN_RMS = 40.0  # about -58 dBFS: below this nothing is speech
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,8 @@ class TurnDetector:
         self._start_ms: int | None = None
         self._last_voiced_end_ms = 0
         self._silence_ms = 0
+        self._speech_level = 0.0  # mean RMS of voiced frames (exponential)
+        self._since_voiced_ms = _TAIL_MS + FRAME_MS
 
     @property
     def silence_ms(self) -> int:
@@ -75,9 +84,17 @@ class TurnDetector:
 
     def is_speech(self, pcm: bytes) -> bool:
         """The VAD decision for one 20 ms PCM16 frame (a short or odd frame counts as silence)."""
-        if len(pcm) != self._frame_bytes:
+        self._since_voiced_ms += FRAME_MS
+        if len(pcm) != self._frame_bytes or not self._vad.is_speech(pcm, self._rate):
             return False
-        return bool(self._vad.is_speech(pcm, self._rate))
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        rms = float(np.sqrt(np.mean(samples * samples)))
+        in_tail = self._since_voiced_ms <= _TAIL_MS
+        if rms < _MIN_RMS or (in_tail and rms < self._speech_level * _LEVEL_RATIO):
+            return False  # webrtcvad's hangover or faint noise, not the caller's voice
+        self._speech_level = rms if self._speech_level == 0 else 0.9 * self._speech_level + 0.1 * rms
+        self._since_voiced_ms = 0
+        return True
 
     def feed(self, pcm: bytes) -> TurnEvent | None:
         """Feed one 20 ms frame of PCM16; return an event when speech starts or stops."""
