@@ -233,8 +233,18 @@ class LlamaLLM:
         self._shared: _SharedModel | None = None
 
     async def warm_up(self) -> None:
-        """Assemble (first time only) and load the model on a thread."""
-        await self._model()
+        """Assemble (first time only) and load the model, then evaluate the prompt's fixed head, on a thread.
+
+        llama.cpp keeps the evaluated tokens and reuses the longest common prefix, and every call's prompt starts
+        with the same persona and examples: evaluating them now takes their prefill off the first caller's turn.
+        """
+        model = await self._model()
+        await asyncio.to_thread(self._prime, model)
+
+    def _prime(self, model: _SharedModel) -> None:
+        with model.turn(threading.Event()) as granted:
+            if granted:
+                model.llama(build_prompt(self.system_prompt, []), max_tokens=1, temperature=0.0)
 
     def _load_blocking(self) -> _SharedModel:
         path = self.model_path if self.model_path is not None else ensure_model_file(self.cache_dir)
