@@ -13,6 +13,7 @@ class Agent:
         self.max_history_turns = max_history_turns
         self.history: list[Message] = []
         self._pending_events: list[str] = []
+        self._window_start = 0  # first history message the LLM still sees
 
     def note_dtmf(self, digit: str) -> None:
         """A keypad digit: it reaches the LLM with the caller's next words."""
@@ -32,9 +33,17 @@ class Agent:
         return Message("user", text)
 
     def messages_for(self, user: Message) -> list[Message]:
-        """System prompt, the recent history and the new user message."""
-        keep = self.history[-2 * self.max_history_turns :] if self.max_history_turns else []
-        return [Message("system", self.system_prompt), *keep, user]
+        """System prompt, the recent history and the new user message.
+
+        The window over the history moves in steps: when it holds more than ``max_history_turns`` turns, the older
+        half is dropped at once. Between steps the prompt only grows at its end, so a model server that reuses the
+        longest common prompt prefix (llama.cpp, vLLM) prefills just the new lines instead of the whole history.
+        """
+        if not self.max_history_turns:
+            return [Message("system", self.system_prompt), user]
+        if len(self.history) - self._window_start > 2 * self.max_history_turns:
+            self._window_start = len(self.history) - self.max_history_turns
+        return [Message("system", self.system_prompt), *self.history[self._window_start :], user]
 
     def remember(self, user: Message | None, heard_reply: str) -> None:
         """Record a finished turn: the caller's words and the part of our reply they heard."""
