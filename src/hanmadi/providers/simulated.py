@@ -8,6 +8,7 @@ audio is real 8 kHz PCM16 (a quiet, syllable-modulated tone) so the telephony pa
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import time
@@ -47,6 +48,8 @@ def _resolve(spec: TextSeconds, text: str, default: Callable[[str], float] | Non
     return float(value)
 
 
+# The audio is a pure function of its arguments; under load the same few sentences are synthesized thousands of times.
+@functools.lru_cache(maxsize=256)
 def speech_like_pcm(text: str, seconds: float, sample_rate: int = SAMPLE_RATE) -> bytes:
     """Real PCM16 samples of ``seconds``: a quiet voiced tone modulated at a syllable rate, deterministic per text."""
     n = max(0, round(seconds * sample_rate))

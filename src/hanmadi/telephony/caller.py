@@ -41,6 +41,7 @@ BYTES_PER_S: Final = audio.SAMPLE_RATE  # mu-law: one byte a sample
 GAP_MIN_S: Final = 0.040  # playback silences shorter than this are not gaps
 GREETING: Final = -1  # the turn index of audio heard before the caller's first utterance
 _SILENCE_FRAME: Final = bytes([audio.ULAW_SILENCE]) * audio.FRAME_BYTES_ULAW
+_SILENCE_PAYLOAD: Final = base64.b64encode(_SILENCE_FRAME).decode("ascii")
 _POLL_S: Final = 0.02
 
 
@@ -67,6 +68,7 @@ class CallerConfig:
     call_sid: str | None = None
     account_sid: str | None = None
     max_duration_s: float = 300.0
+    stop_after_s: float | None = None  # start no new utterance after this long (hang up after that reply)
 
 
 @dataclass
@@ -139,6 +141,9 @@ class CallResult:
     clears: list[float] = field(default_factory=list)
     dtmf_sent: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # protocol errors the bot made
+    frames_sent: int = 0  # microphone frames
+    late_frames: int = 0  # microphone frames sent more than one frame (20 ms) after their due time
+    max_frame_lateness_ms: float = 0.0
     hung_up_by: Literal["caller", "bot"] | None = None
     close_code: int | None = None
     close_reason: str = ""
@@ -194,6 +199,8 @@ class CallResult:
             "clears": len(self.clears),
             "dtmf_sent": "".join(self.dtmf_sent),
             "errors": self.errors,
+            "frames_sent": self.frames_sent,
+            "late_frames": self.late_frames,
             "hung_up_by": self.hung_up_by,
             "close_code": self.close_code,
             "duration_s": round(self.duration_s, 3),
@@ -285,6 +292,15 @@ class _Session:
                 message["sequenceNumber"] = str(self._seq)
             await self.ws.send(json.dumps(message, separators=(",", ":")))
 
+    async def _send_media(self, n: int, payload: str) -> None:
+        """Frame ``n`` of the microphone; formatted by hand (50 a second per call: no dict, no json.dumps)."""
+        async with self._send_lock:
+            self._seq += 1
+            await self.ws.send(
+                f'{{"event":"media","sequenceNumber":"{self._seq}","media":{{"track":"inbound","chunk":"{n + 1}",'
+                f'"timestamp":"{n * audio.FRAME_MS}","payload":"{payload}"}},"streamSid":"{self.result.stream_sid}"}}'
+            )
+
     async def open(self, params: dict[str, str]) -> None:
         r = self.result
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"}, numbered=False)
@@ -303,22 +319,24 @@ class _Session:
 
     async def microphone(self) -> None:
         n = 0
+        r = self.result
         try:
             while True:
                 delay = n * FRAME_S - self.now()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                    delay = n * FRAME_S - self.now()
+                # how late this frame leaves: a busy caller (load generator) shows up here, not as a bot delay
+                if -delay > FRAME_S:
+                    r.late_frames += 1
+                    r.max_frame_lateness_ms = max(r.max_frame_lateness_ms, -delay * 1000)
                 speaking = bool(self._speech)
                 frame = self._speech.popleft() if speaking else _SILENCE_FRAME
-                media = {
-                    "track": "inbound",
-                    "chunk": str(n + 1),
-                    "timestamp": str(n * audio.FRAME_MS),
-                    "payload": base64.b64encode(frame).decode("ascii"),
-                }
-                await self._send({"event": "media", "media": media, "streamSid": self.result.stream_sid})
+                payload = base64.b64encode(frame).decode("ascii") if speaking else _SILENCE_PAYLOAD
+                await self._send_media(n, payload)
                 self._sent += frame
                 n += 1
+                r.frames_sent = n
                 if speaking and not self._speech:
                     self._speech_done_s = self.now()
                     self._speech_done.set()
@@ -433,6 +451,13 @@ class _Session:
                 return True
             elif not self.playback.pending and now - self.playback.quiet_since_s() >= cfg.silence_after_s:
                 return True
+            else:
+                # the reply is playing: nothing can end it before silence_after_s past the last sound
+                wake = self.playback.quiet_since_s() + cfg.silence_after_s
+                if barge_in_s is not None:
+                    wake = min(wake, first + barge_in_s)
+                await asyncio.sleep(max(_POLL_S, wake - now))
+                continue
             await asyncio.sleep(_POLL_S)
         return self.playback.first_arrival_s.get(turn) is not None
 
@@ -441,6 +466,8 @@ class _Session:
         await self._wait_reply(GREETING, 0.0, cfg.greeting_timeout_s, None)
         for i in range(cfg.turns):
             if self.closed.is_set():
+                return
+            if cfg.stop_after_s is not None and i and self.now() >= cfg.stop_after_s:
                 return
             utterance = cfg.utterances[i % len(cfg.utterances)] if cfg.utterances else b""
             end_of_speech = await self.speak(utterance)

@@ -1,0 +1,50 @@
+"""``hanmadi load``, small and bounded: a real server process, generator workers, the report's shape and health."""
+
+from __future__ import annotations
+
+import pytest
+
+from hanmadi.bench.load import order_violations, percentiles, run_load
+
+pytestmark = pytest.mark.e2e
+
+REPORT_KEYS = {
+    "calls",
+    "completed",
+    "first_audio_ms",
+    "baseline_first_audio_ms",
+    "order_violations",
+    "late_frames",
+    "errors",
+    "server_cpu_pct",
+    "server_rss_mb",
+    "rss_per_call_mb",
+}
+
+
+def test_order_violations_count_a_lower_index_after_a_higher_one_in_the_same_turn() -> None:
+    assert order_violations(["t1s0", "t1s1", "t1s2", "t2s0", "t2s1"]) == 0
+    assert order_violations(["t1s0", "t1s2", "t1s1", "t2s0"]) == 1
+    assert order_violations(["t1s1", "t2s0", "t1s0", "greeting"]) == 1  # turns are independent; free names ignored
+
+
+def test_percentiles_of_nothing_are_none() -> None:
+    assert percentiles([]) == {"p50": None, "p95": None, "p99": None}
+    assert percentiles([10.0, 20.0])["p50"] == 15.0
+
+
+async def test_three_calls_complete_in_order_without_errors() -> None:
+    report = await run_load(calls=3, ramp_s=1.0, duration_s=4.0, url=None, workers=2, baseline_s=1.0)
+
+    assert REPORT_KEYS <= report.keys()
+    assert report["calls"] == 3
+    assert report["completed"] == 3
+    assert report["errors"] == {}
+    assert report["order_violations"] == 0
+    assert report["turns"] >= 3  # every caller spoke and was answered at least once
+    assert set(report["first_audio_ms"]) == {"p50", "p95", "p99"}
+    assert report["first_audio_ms"]["p50"] > 0
+    assert report["baseline_first_audio_ms"] is not None and report["baseline_first_audio_ms"] > 0
+    assert report["server_rss_mb"] > 0 and report["server_cpu_pct"] is not None
+    assert report["rss_per_call_mb"] >= 0
+    assert report["generator_workers"] == 2
