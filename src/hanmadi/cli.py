@@ -187,5 +187,29 @@ def bench_e2e(
         Console().print(render_table(result))
 
 
+@app.command()
+def load(
+    calls: Annotated[int, typer.Option(help="concurrent simulated calls", min=1, max=1000)] = 200,
+    ramp: Annotated[float, typer.Option(help="seconds over which the calls start", min=0)] = 10.0,
+    duration: Annotated[float, typer.Option(help="seconds each call lasts", min=5, max=600)] = 30.0,
+    url: Annotated[str | None, typer.Option(help="a running server (default: start one on loopback)")] = None,
+    auth_token: Annotated[str | None, typer.Option("--auth-token", help="the running server's Twilio token")] = None,
+    workers: Annotated[int | None, typer.Option(help="caller processes (default one per 50 calls)", min=1)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Many concurrent simulated callers against one server on loopback (seed latency profile)."""
+    from hanmadi.bench.load import run_load
+
+    if url is not None and not url.startswith(("http://127.", "http://localhost", "http://[::1]", "ws://127.")):
+        console.print("[red]load tests only target loopback (127.0.0.0/8, localhost, ::1)[/red]")
+        raise typer.Exit(2)
+    result = asyncio.run(run_load(calls, ramp, duration, url, auth_token=auth_token, workers=workers))
+    if json_out:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key}: {value}")
+
+
 if __name__ == "__main__":
     app()
