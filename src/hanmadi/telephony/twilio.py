@@ -117,6 +117,7 @@ class Stop:
 InboundEvent: TypeAlias = Connected | Start | Media | Dtmf | Mark | Stop
 
 _DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+_UINT_DIGITS: Final = 18  # chunk and timestamp: far beyond any call's length
 _b64decode = base64.b64decode
 _loads = json.loads
 
@@ -228,11 +229,14 @@ def _str(msg: dict[str, Any], key: str, label: str | None = None) -> str:
 
 
 def _uint(msg: dict[str, Any], key: str, label: str) -> int:
-    """A non-negative integer; Twilio sends these as strings of digits, we also take JSON numbers."""
+    """A non-negative integer below 10**18; Twilio sends these as strings of digits, we also take JSON numbers.
+
+    The bound keeps a forged value cheap: ``int()`` of a 5,000-digit string raises ``ValueError``, not ``BadFrame``.
+    """
     value = msg.get(key)
-    if type(value) is str and value.isascii() and value.isdigit():
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= _UINT_DIGITS:
         return int(value)
-    if type(value) is int and value >= 0:
+    if type(value) is int and 0 <= value < 10**_UINT_DIGITS:
         return value
     raise BadFrame("missing_field", f"{label}: expected a non-negative integer")
 
