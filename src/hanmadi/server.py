@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -295,3 +296,10 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain(self.hanmadi_state, self.hanmadi_state.settings.drain_timeout_s)
         await super().shutdown(sockets=sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # SIGTERM was handled (drained, shut down): exit 0. uvicorn would raise it again and die by the signal.
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
