@@ -317,7 +317,7 @@ class CallSession:
         elif speech_ms < self.settings.barge_in_min_speech_ms + _BARGE_IN_WITHOUT_TEXT_MS:
             return  # no words yet: could be a backchannel, wait a little
         self._barged_this_utterance = True
-        self._spawn(self.barge_in(), "barge-in")
+        self._spawn(self.barge_in(self.turns[-1]), "barge-in")
 
     def _check_preemptive(self) -> None:
         """At a pause, start answering the partial transcript; when the caller resumes, drop that answer."""
@@ -357,16 +357,19 @@ class CallSession:
         metrics.PREEMPTIVE.labels(outcome="hit").inc()
         return preempt
 
-    async def barge_in(self) -> None:
-        """The caller talks over us: clear Twilio's buffer, stop the reply, keep only what was heard."""
-        turn = self.turns[-1] if self.turns else None
+    async def barge_in(self, turn: _Turn) -> None:
+        """The caller talks over ``turn``: clear Twilio's buffer, stop the reply, keep only what was heard.
+
+        Bound to the turn it was decided for and idempotent: a decision that arrives late (the caller's words
+        already started the next turn) or twice does nothing, so it can never cut the next reply.
+        """
+        if turn.barge_in or not self.turns or turn is not self.turns[-1]:
+            return
+        turn.barge_in = True
+        self._settle_heard(turn, time.monotonic())
         metrics.BARGE_INS.inc()
-        log.info("call %s: barge-in during turn %s", self.call_sid, turn.index if turn else "-")
+        log.info("call %s: barge-in during turn %d", self.call_sid, turn.index)
         await self.send(tw.clear_message(self.stream_sid))
-        now = time.monotonic()
-        if turn is not None:
-            turn.barge_in = True
-            self._settle_heard(turn, now)
         await self._cancel_reply()
 
     def _settle_heard(self, turn: _Turn, now: float) -> None:
@@ -406,8 +409,7 @@ class CallSession:
                 if is_backchannel(text, self.settings.backchannels):
                     log.info("call %s: backchannel %r while speaking, ignored", self.call_sid, text)
                     continue
-                if not (self.turns and self.turns[-1].barge_in):
-                    await self.barge_in()
+                await self.barge_in(self.turns[-1])
             await self._cancel_reply()
             self._start_turn(text, t_detect, endpointing_s)
 
