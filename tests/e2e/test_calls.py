@@ -11,24 +11,17 @@ import pytest
 from e2e_support import AUTH_TOKEN, e2e_settings, free_port, sign, voice
 
 from hanmadi.store.records import CallDetail
-from hanmadi.store.repository import create_engine_for, get_call
 from hanmadi.telephony.caller import CallerConfig, place_call
+from loopback_support import read_call
 
 pytestmark = pytest.mark.e2e
 
 
 async def stored_call(database_url: str, call_sid: str) -> CallDetail:
     """The call as the store has it (read with a fresh engine, as another process would)."""
-    from sqlalchemy.ext.asyncio import async_sessionmaker
-
-    engine = create_engine_for(database_url)
-    try:
-        async with async_sessionmaker(engine)() as session:
-            detail = await get_call(session, call_sid)
-            assert detail is not None, f"call {call_sid} not recorded"
-            return detail
-    finally:
-        await engine.dispose()
+    detail = await read_call(database_url, call_sid)
+    assert detail is not None, f"call {call_sid} not recorded"
+    return detail
 
 
 WEBHOOK_PARAMS = {

@@ -3,65 +3,37 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from hanmadi.config import Settings
 from hanmadi.store.records import CallDetail
-from hanmadi.store.repository import create_engine_for, get_call
+from loopback_support import free_port, loopback_settings, read_call, voice
 
 AUTH_TOKEN = "faults-auth-token-0123456789abcdef"
 ADMIN_TOKEN = "faults-admin-token"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ADMIN_TOKEN", "AUTH_TOKEN", "fault_settings", "free_port", "start_server", "stored_call", "voice"]
 
 
 def fault_settings(tmp_path: Path, port: int, **overrides: object) -> Settings:
+    """A loopback server with the fault tests' tokens (first-clause split off: sentence boundaries are scripted)."""
     values: dict[str, object] = {
-        "stt": "simulated",
-        "llm": "simulated",
-        "tts": "simulated",
         "twilio_auth_token": AUTH_TOKEN,
-        "public_url": f"http://127.0.0.1:{port}",
-        "port": port,
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
         "admin_token": ADMIN_TOKEN,
-        "drain_timeout_s": 2.0,
-        "endpointing_ms": 300,
-        "min_speech_ms": 100,
-        "barge_in_min_speech_ms": 200,
         "first_clause_split": False,
+        **overrides,
     }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-def voice(seconds: float) -> bytes:
-    """Caller speech the VAD hears: a vowel-like harmonic signal, 8 kHz PCM16."""
-    t = np.arange(int(8000 * seconds)) / 8000
-    sig = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate([140, 280, 420, 700, 1100]))
-    return bytes((sig * 6000).astype("<i2").tobytes())
+    return loopback_settings(tmp_path, port, **values)
 
 
 async def stored_call(database_url: str, call_sid: str) -> CallDetail | None:
     """The call as the store has it, read with a fresh engine (as another process would)."""
-    engine = create_engine_for(database_url)
-    try:
-        async with async_sessionmaker(engine)() as session:
-            return await get_call(session, call_sid)
-    finally:
-        await engine.dispose()
+    return await read_call(database_url, call_sid)
 
 
 def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

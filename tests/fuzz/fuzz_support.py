@@ -6,14 +6,13 @@ import base64
 import copy
 import json
 import random
-import socket
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from hypothesis import strategies as st
 
 from hanmadi.config import Settings
+from loopback_support import loopback_settings
 
 STREAM_SID = "MZ" + "a" * 32
 CALL_SID = "CA" + "b" * 32
@@ -127,36 +126,9 @@ random_message = st.one_of(
 AUTH_TOKEN = "fuzz-auth-token-0123456789abcdef"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_settings(tmp_path: Path, port: int, **overrides: object) -> Settings:
     """A loopback server on ``port`` with simulated providers and a SQLite file in ``tmp_path``."""
-    values: dict[str, object] = {
-        "public_url": f"http://127.0.0.1:{port}",
-        "port": port,
-        "stt": "simulated",
-        "llm": "simulated",
-        "tts": "simulated",
-        "twilio_auth_token": AUTH_TOKEN,
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
-        "drain_timeout_s": 2.0,
-        "endpointing_ms": 300,
-        "min_speech_ms": 100,
-        "barge_in_min_speech_ms": 200,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-def voice(seconds: float) -> bytes:
-    """Caller speech the VAD hears: a vowel-like harmonic signal, 8 kHz PCM16."""
-    t = np.arange(int(8000 * seconds)) / 8000
-    sig = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate([140, 280, 420, 700, 1100]))
-    return bytes((sig * 6000).astype("<i2").tobytes())
+    return loopback_settings(tmp_path, port, **{"twilio_auth_token": AUTH_TOKEN, **overrides})
 
 
 _NASTY = ["9" * 5000, "-1", "1e9", "٣", "１２", "", " ", "\x00", "null", "media", "start", "AAAA", "=====", "가" * 50]

@@ -23,10 +23,8 @@ from fuzz_support import (
     AUTH_TOKEN,
     SILENCE_B64,
     STREAM_SID,
-    free_port,
     mutate,
     server_settings,
-    voice,
 )
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -36,6 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from hanmadi.loopback import serve_in_thread
 from hanmadi.telephony import twilio as tw
 from hanmadi.telephony.caller import CallerConfig, CallResult, place_call
+from loopback_support import free_port, voice
 
 pytestmark = pytest.mark.e2e
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from hanmadi.config import Settings
+from loopback_support import free_port, loopback_settings, voice
 
 SECRETS = {
     "twilio_auth_token": "SECRET-twilio-auth-7f3a9c",
@@ -24,37 +22,12 @@ SECRETS = {
 AUTH_TOKEN = SECRETS["twilio_auth_token"]
 ADMIN_TOKEN = SECRETS["admin_token"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ADMIN_TOKEN", "AUTH_TOKEN", "SECRETS", "free_port", "secure_settings", "voice"]
 
 
 def secure_settings(tmp_path: Path, port: int, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        **SECRETS,
-        "stt": "simulated",
-        "llm": "simulated",
-        "tts": "simulated",
-        "public_url": f"http://127.0.0.1:{port}",
-        "port": port,
-        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
-        "drain_timeout_s": 2.0,
-        "endpointing_ms": 300,
-        "min_speech_ms": 100,
-        "barge_in_min_speech_ms": 200,
-        "greeting": "네.",
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-def voice(seconds: float) -> bytes:
-    """Caller speech the VAD hears: a vowel-like harmonic signal, 8 kHz PCM16."""
-    t = np.arange(int(8000 * seconds)) / 8000
-    sig = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate([140, 280, 420, 700, 1100]))
-    return bytes((sig * 6000).astype("<i2").tobytes())
+    """A loopback server configured with every recognisable secret."""
+    return loopback_settings(tmp_path, port, **{**SECRETS, "greeting": "네.", **overrides})
 
 
 class Everything(logging.Handler):
