@@ -28,9 +28,14 @@ def stream(tokens: list[str], **kwargs: object) -> list[list[str]]:
 
 
 def test_korean_reservation_answer() -> None:
+    # the opening acknowledgement is spoken at once (first-clause split, on by default)
     assert segment("네, 예약 도와드리겠습니다. 몇 시로 해 드릴까요?") == [
-        "네, 예약 도와드리겠습니다.",
+        "네,",
+        "예약 도와드리겠습니다.",
         "몇 시로 해 드릴까요?",
+    ]
+    assert SentenceSegmenter(first_clause_split=False).push("네, 예약 도와드리겠습니다. 몇 시로") == [
+        "네, 예약 도와드리겠습니다."
     ]
 
 
@@ -263,8 +268,20 @@ def test_first_clause_split_can_be_disabled() -> None:
     assert segment(text, first_clause_split=False) == [text]
 
 
-def test_first_clause_is_never_a_tiny_fragment() -> None:
-    assert segment("네, 그럼 내일 오후 세 시로 예약을 바로 도와드리겠습니다.")[0] != "네,"
+def test_first_clause_is_never_a_tiny_fragment_unless_an_acknowledgement() -> None:
+    assert segment("글쎄, 그럼 내일 오후 세 시로 예약을 바로 도와드리겠습니다.")[0] != "글쎄,"
+    assert segment("아니요, 그건 어렵습니다.") == ["아니요, 그건 어렵습니다."]
+    assert segment("네, 그럼 내일 오후 세 시로 예약을 바로 도와드리겠습니다.")[0] == "네,"
+
+
+def test_leading_acknowledgement_is_spoken_as_soon_as_its_comma_is_confirmed() -> None:
+    for ack in ("네", "예", "알겠습니다", "물론이죠", "감사합니다"):
+        seg = SentenceSegmenter()
+        assert seg.push(f"{ack},") == []  # could still be "네,네" — wait for the next character
+        assert seg.push(" ") == [f"{ack},"]
+    # only the first sentence of an answer, and only in Korean
+    assert segment("좋은 질문이에요. 네, 가능합니다.") == ["좋은 질문이에요.", "네, 가능합니다."]
+    assert SentenceSegmenter(lang="en").push("Yes, of course. ") == ["Yes, of course."]
 
 
 def test_flush_resets_for_the_next_answer() -> None:
@@ -291,9 +308,10 @@ def test_invalid_settings_are_rejected() -> None:
 def test_sentences_come_out_on_the_completing_token() -> None:
     tokens = ["네", ", ", "예약", " 도", "와드", "리겠", "습니", "다.", " 몇", " 시", "로 ", "해 ", "드릴", "까요", "?"]
     out = stream(tokens)
-    assert out[tokens.index("다.")] == ["네, 예약 도와드리겠습니다."]
+    assert out[tokens.index(", ")] == ["네,"]
+    assert out[tokens.index("다.")] == ["예약 도와드리겠습니다."]
     assert out[tokens.index("?")] == ["몇 시로 해 드릴까요?"]
-    assert sum(len(o) for o in out) == 2
+    assert sum(len(o) for o in out) == 3
 
 
 def test_korean_ending_comes_out_on_the_token_of_the_next_word() -> None:

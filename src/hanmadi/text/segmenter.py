@@ -41,6 +41,12 @@ _SOFT_ABBREVIATIONS = frozenset("etc inc ltd co corp jr sr".split())
 _YO_NOUNS = frozenset("필요 중요 주요 수요 개요 강요 소요 요요 노요 사요 월요".split())
 # Korean connective endings that close a clause, for the first-clause split (only before a space).
 _KO_CONNECTIVES = frozenset("는데 은데 인데 지만 니까 어서 아서 해서 여서 면서".split())
+# Acknowledgements a Korean agent opens with ("네, 확인해 드릴게요"): spoken on their own the moment the comma is
+# confirmed, without waiting to learn that the sentence is long — the caller hears "네," a few tokens in.
+_KO_ACKNOWLEDGEMENTS = frozenset(
+    "네 예 네네 아 아네 음 그럼요 물론이죠 물론입니다 알겠습니다 좋습니다".split()
+    + "감사합니다 죄송합니다 맞습니다 맞아요 그렇군요".split()
+)
 
 _HANGUL_FIRST = 0xAC00
 _HANGUL_LAST = 0xD7A3
@@ -121,7 +127,9 @@ class SentenceSegmenter:
     * First-clause split: when the first sentence of an answer grows beyond ``first_clause_min_chars``, it is
       cut after its first clause of at least 6 characters ending in ``, `` (or ``、``/``，``), or, with
       ``lang="ko"``, in a connective ending before a space (``는데``, ``은데``, ``인데``, ``지만``, ``니까``,
-      ``어서``, ``아서``, ``해서``, ``여서``, ``면서``), so the first audio starts sooner.
+      ``어서``, ``아서``, ``해서``, ``여서``, ``면서``), so the first audio starts sooner. With ``lang="ko"`` an
+      answer that opens with an acknowledgement and a comma (``네,``, ``예,``, ``알겠습니다,`` …) has it spoken on its
+      own at once, however long the sentence turns out to be.
 
     Zero lookahead has one consequence: terminal punctuation or a closing mark that arrives right after a
     sentence was emitted (``와!`` then ``!``, ``"``) can no longer be attached, so punctuation that would start a
@@ -430,7 +438,12 @@ class SentenceSegmenter:
 
     def _clause_boundary(self) -> None:
         """The buffer ends a clause; the first one of a long first sentence is emitted on its own."""
-        if not self._first or self._clause_at >= 0 or len(self._buf) < _MIN_CLAUSE_CHARS:
+        if not self._first or self._clause_at >= 0:
+            return
+        if self._korean and "".join(self._buf[:-1]).replace(" ", "") in _KO_ACKNOWLEDGEMENTS:
+            self._cut_at(len(self._buf), len(self._buf))
+            return
+        if len(self._buf) < _MIN_CLAUSE_CHARS:
             return
         self._clause_at = len(self._buf)
         if len(self._buf) > self.first_clause_min_chars:
