@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from e2e_support import AUTH_TOKEN, e2e_settings, free_port, sign, voice
 
@@ -237,3 +238,29 @@ async def test_busy_answer_at_max_calls(tmp_path: Path) -> None:
     assert say is not None and say.get("language") == "ko-KR"
     assert root.find("Hangup") is not None
     assert root.find("Connect") is None
+
+
+async def test_recorded_call_has_a_stereo_wav_served_by_the_api(tmp_path: Path) -> None:
+    import wave
+
+    from hanmadi.loopback import serve_in_thread
+
+    port = free_port()
+    settings = e2e_settings(tmp_path, port, record_audio=True, recordings_dir=tmp_path / "rec")
+    with serve_in_thread(settings, port=port) as url:
+        result = await place_call(CallerConfig(url=url, utterances=[voice(1.0)], auth_token=AUTH_TOKEN, turns=1))
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient() as client:
+            r = await client.get(
+                f"{url}/api/calls/{result.call_sid}/recording", headers={"Authorization": "Bearer admin-e2e"}
+            )
+    assert r.status_code == 200
+    wav_path = tmp_path / "got.wav"
+    wav_path.write_bytes(r.content)
+    with wave.open(str(wav_path)) as wav:
+        assert wav.getnchannels() == 2 and wav.getframerate() == 8000
+        frames = wav.readframes(wav.getnframes())
+    samples = np.frombuffer(frames, dtype="<i2").reshape(-1, 2)
+    assert np.abs(samples[:, 0]).max() > 1000, "caller channel (left) is silent"
+    assert np.abs(samples[:, 1]).max() > 1000, "bot channel (right) is silent"
+    assert len(samples) / 8000 >= result.duration_s * 0.5
