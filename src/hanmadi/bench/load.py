@@ -42,7 +42,7 @@ from typing import Any, Final
 import httpx
 import numpy as np
 
-from hanmadi.bench.strategies import SEED_SCENARIO, Scenario, _by_sentence
+from hanmadi.bench.strategies import SEED_SCENARIO, Scenario, scenario_llm, scenario_tts
 from hanmadi.telephony.caller import CallerConfig, CallerError, CallResult, place_call
 
 GREETING_TURN_MARK: Final = 0  # the server's turn 0 is the greeting; caller turn i is server turn i + 1
@@ -62,14 +62,10 @@ _CALL_SLACK_S: Final = 30.0  # a call may outlive ``duration_s`` by its last rep
 
 def load_providers(scenario: Scenario = SEED_SCENARIO) -> Any:
     """Simulated STT, an LLM that streams the scenario's sentences at their times, a TTS with its latencies."""
-    from hanmadi.providers.simulated import ScriptedLLM, SimulatedSTT, SimulatedTTS
+    from hanmadi.providers.simulated import SimulatedSTT
     from hanmadi.server import Providers
 
-    return Providers(
-        stt=SimulatedSTT(),
-        llm=ScriptedLLM.from_sentences([(s.emit_s, s.text) for s in scenario.sentences]),
-        tts=SimulatedTTS(latency=_by_sentence(scenario, "tts_s"), audio_s=_by_sentence(scenario, "audio_s")),
-    )
+    return Providers(stt=SimulatedSTT(), llm=scenario_llm(scenario), tts=scenario_tts(scenario))
 
 
 def serve(port: int, *, auth_token: str, max_calls: int, log_file: str | None) -> None:

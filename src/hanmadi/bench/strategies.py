@@ -223,16 +223,26 @@ def _by_sentence(scenario: Scenario, field: str) -> Callable[[str], float | None
     return profile
 
 
-async def run_one(scenario: Scenario, config: EngineConfig) -> dict[str, Any]:
-    """Run one strategy (``config.strategy``) on the scenario in real time; the metrics, rounded to ms."""
-    tts = SimulatedTTS(
+def scenario_tts(scenario: Scenario) -> SimulatedTTS:
+    """A simulated TTS with the scenario's per-sentence latency, audio length, first-chunk time and failures."""
+    return SimulatedTTS(
         latency=_by_sentence(scenario, "tts_s"),
         audio_s=_by_sentence(scenario, "audio_s"),
         ttfb_s=_by_sentence(scenario, "ttfb_s") if any(s.ttfb_s is not None for s in scenario.sentences) else None,
         fail_texts={s.text for s in scenario.sentences if s.fail},
     )
+
+
+def scenario_llm(scenario: Scenario) -> ScriptedLLM:
+    """A scripted LLM that completes each of the scenario's sentences at its ``emit_s``."""
+    return ScriptedLLM.from_sentences([(s.emit_s, s.text) for s in scenario.sentences])
+
+
+async def run_one(scenario: Scenario, config: EngineConfig) -> dict[str, Any]:
+    """Run one strategy (``config.strategy``) on the scenario in real time; the metrics, rounded to ms."""
+    tts = scenario_tts(scenario)
     sink = TimedSink(scenario.send_s)
-    llm = ScriptedLLM.from_sentences([(s.emit_s, s.text) for s in scenario.sentences])
+    llm = scenario_llm(scenario)
     timeline = Timeline()
     report = await Reply(tts, sink, config, timeline).run(llm.stream([]))
     m = report.metrics
