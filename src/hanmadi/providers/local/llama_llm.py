@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from hanmadi.config import DEFAULT_SYSTEM_PROMPT
 from hanmadi.providers.base import ConfigError, Message, ProviderError
@@ -131,6 +131,18 @@ def ensure_model_file(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
 _assembly_lock = threading.Lock()
 
 
+def cpu_flags() -> str:
+    """The CPU's feature flags from /proc/cpuinfo ('' where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return line.partition(":")[2]
+    except OSError:
+        pass
+    return ""
+
+
 class _SharedModel:
     """A loaded model and the first-come-first-served queue of the requests that use its context."""
 
@@ -164,12 +176,47 @@ class _SharedModel:
         return len(self._queue)
 
 
-_models: dict[tuple[Path, int, int], _SharedModel] = {}
+_models: dict[tuple[Path, int, int, bool], _SharedModel] = {}
 _models_lock = threading.Lock()
+AMX_FLAGS: Final = ("amx_tile", "amx_int8", "amx_bf16")
 
 
-def _load(path: Path, n_ctx: int, threads: int) -> _SharedModel:
-    key = (path, n_ctx, threads)
+def extra_buffers_allowed(allow_amx: bool, flags: str) -> bool:
+    """Whether llama.cpp may use its extra buffer types (weight repacking, AMX) on this CPU.
+
+    On a CPU with AMX, a llama.cpp compiled natively on such a machine routes matrix products through its AMX
+    buffer type, which crashes (SIGSEGV) on the Gemma model. Our own build has no AMX kernels, but a stale native
+    wheel might; so on AMX CPUs the extra buffer types stay off unless ``HANMADI_LLM_ALLOW_AMX=true``.
+    """
+    return allow_amx or not any(flag in flags.split() for flag in AMX_FLAGS)
+
+
+@contextlib.contextmanager
+def _model_params(use_extra_bufts: bool) -> Iterator[None]:
+    """While a ``Llama`` is built: its default model parameters with ``use_extra_bufts`` as given.
+
+    llama-cpp-python has no argument for it; ``Llama.__init__`` starts from ``llama_model_default_params()``, so
+    that function is wrapped for the duration (callers hold ``_models_lock``: one model is built at a time).
+    """
+    import llama_cpp.llama_cpp as low_level  # the module ``llama_cpp.llama`` calls the function through
+
+    bindings: Any = low_level
+    original = bindings.llama_model_default_params
+
+    def defaults() -> object:
+        params = original()
+        params.use_extra_bufts = use_extra_bufts
+        return params
+
+    bindings.llama_model_default_params = defaults
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = original
+
+
+def _load(path: Path, n_ctx: int, threads: int, use_extra_bufts: bool = True) -> _SharedModel:
+    key = (path, n_ctx, threads, use_extra_bufts)
     with _models_lock:
         model = _models.get(key)
         if model is None:
@@ -180,13 +227,14 @@ def _load(path: Path, n_ctx: int, threads: int) -> _SharedModel:
             if not path.is_file():
                 raise ConfigError(f"no model file at {path}")
             try:
-                llama = Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    verbose=False,
-                )
+                with _model_params(use_extra_bufts):
+                    llama = Llama(
+                        model_path=str(path),
+                        n_ctx=n_ctx,
+                        n_threads=threads,
+                        n_threads_batch=threads,
+                        verbose=False,
+                    )
             except (ValueError, RuntimeError) as exc:
                 raise ProviderError("local", "llm_model", f"{path}: {exc}") from exc
             model = _models[key] = _SharedModel(llama)
@@ -220,6 +268,8 @@ class LlamaLLM:
         temperature: float = 0.5,
         fallback: str = FALLBACK_REPLY,
         seed: int | None = None,
+        allow_amx: bool = False,
+        flags: str | None = None,
     ) -> None:
         self.model_path = model_path
         self.threads = threads
@@ -230,6 +280,7 @@ class LlamaLLM:
         self.temperature = temperature
         self.fallback = fallback
         self.seed = seed  # fixed: the same conversation gets the same reply
+        self.use_extra_bufts = extra_buffers_allowed(allow_amx, cpu_flags() if flags is None else flags)
         self._shared: _SharedModel | None = None
 
     async def warm_up(self) -> None:
@@ -248,7 +299,7 @@ class LlamaLLM:
 
     def _load_blocking(self) -> _SharedModel:
         path = self.model_path if self.model_path is not None else ensure_model_file(self.cache_dir)
-        return _load(path, self.n_ctx, self.threads)
+        return _load(path, self.n_ctx, self.threads, self.use_extra_bufts)
 
     async def _model(self) -> _SharedModel:
         if self._shared is None:
