@@ -2,12 +2,20 @@
 
 The detector is pure and synchronous (a few microseconds per frame) so the call can run it inline on every frame.
 Time is stream time: 20 ms per frame fed, so the decisions do not depend on how busy the machine is.
+
+Korean end-of-turn: the silence that ends a turn depends on how the words heard so far end (``hear()`` takes
+the STT's partials, from any provider). A sentence-final ending or a question (…요, …니다, …까, …죠, …나요, ``?``)
+ends the turn after ``final_endpointing_ms``; a connective ending (…는데, …고, …서, …면) or a filler waits
+``connective_endpointing_ms``, the caller has more to say; anything else waits ``endpointing_ms``. A partial counts
+only if it covers the voice up to its end: a recogniser lagging behind the caller must not end a turn on words from
+before the last ones.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import webrtcvad
@@ -28,12 +36,20 @@ class SpeechStarted:
     start_ms: int
 
 
+EndRule = Literal["final", "connective", "default"]
+
+
 @dataclass(frozen=True, slots=True)
 class SpeechStopped:
-    """``endpointing_ms`` of silence followed the speech; ``end_ms`` is the end of the last voiced frame."""
+    """Enough silence followed the speech; ``end_ms`` is the end of the last voiced frame.
+
+    ``rule`` says which silence ended it: ``final`` (the words ended a sentence; the shorter wait), ``connective``
+    (the longer wait) or ``default`` (``endpointing_ms``).
+    """
 
     start_ms: int
     end_ms: int
+    rule: EndRule = "default"
 
     @property
     def speech_ms(self) -> int:
@@ -47,7 +63,9 @@ class TurnDetector:
     """Endpointing over webrtcvad decisions.
 
     A run of voiced frames becomes speech once it holds ``min_speech_ms`` of voice (short silences inside it, shorter
-    than the endpointing window, do not reset it); speech ends after ``endpointing_ms`` of continuous silence.
+    than the endpointing window, do not reset it); speech ends after ``endpointing_ms`` of continuous silence — or
+    after ``final_endpointing_ms`` / ``connective_endpointing_ms`` when the words heard (``hear()``) end that way.
+    Both default to ``endpointing_ms`` (no Korean rule).
     """
 
     def __init__(
@@ -57,12 +75,20 @@ class TurnDetector:
         aggressiveness: int = 2,
         endpointing_ms: int = 500,
         min_speech_ms: int = 200,
+        final_endpointing_ms: int | None = None,
+        connective_endpointing_ms: int | None = None,
     ) -> None:
         self._vad = webrtcvad.Vad(aggressiveness)
         self._rate = sample_rate
         self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
         self.endpointing_ms = endpointing_ms
+        self.final_endpointing_ms = endpointing_ms if final_endpointing_ms is None else final_endpointing_ms
+        self.connective_endpointing_ms = (
+            endpointing_ms if connective_endpointing_ms is None else connective_endpointing_ms
+        )
         self.min_speech_ms = min_speech_ms
+        self._words = ""  # the latest partial transcript of the utterance in progress
+        self._words_until_ms = -1  # stream time up to which that partial has heard the audio
         self.now_ms = 0  # stream time at the end of the last frame fed
         self.speaking = False
         self._voiced_ms = 0  # voiced time in the current candidate/utterance
@@ -81,6 +107,40 @@ class TurnDetector:
     def speech_ms(self) -> int:
         """Voiced milliseconds of the utterance in progress (0 when nobody is speaking)."""
         return self._voiced_ms if self._start_ms is not None else 0
+
+    def hear(self, text: str, audio_s: float = 0.0) -> None:
+        """The STT's latest words for the utterance in progress.
+
+        ``audio_s`` is how much of the stream the recogniser had consumed (``Transcript.audio_s``); a provider that
+        does not say (0) is taken to have heard everything up to now.
+        """
+        self._words = text
+        self._words_until_ms = round(audio_s * 1000) if audio_s > 0 else self.now_ms
+
+    @property
+    def words(self) -> str:
+        """The words heard so far in the utterance in progress ('' when none)."""
+        return self._words
+
+    def end_rule(self) -> EndRule:
+        """Which silence would end the utterance now: by the words' ending, if they cover the voice to its end."""
+        if not self._words or self._words_until_ms < self._last_voiced_end_ms - _PARTIAL_SLACK_MS:
+            return "default"
+        kind = korean_ending(self._words)
+        if kind == "final":
+            return "final"
+        if kind == "connective":
+            return "connective"
+        return "default"
+
+    def silence_needed_ms(self) -> int:
+        """The silence that ends the utterance in progress, given the words heard so far."""
+        rule = self.end_rule()
+        if rule == "final":
+            return self.final_endpointing_ms
+        if rule == "connective":
+            return self.connective_endpointing_ms
+        return self.endpointing_ms
 
     def is_speech(self, pcm: bytes) -> bool:
         """The VAD decision for one 20 ms PCM16 frame (a short or odd frame counts as silence)."""
@@ -114,13 +174,15 @@ class TurnDetector:
         if self._start_ms is None:
             return None
         self._silence_ms += FRAME_MS
-        if self._silence_ms < self.endpointing_ms:
+        rule = self.end_rule() if self.speaking else "default"
+        needed = self.silence_needed_ms() if self.speaking else self.endpointing_ms
+        if self._silence_ms < needed:
             return None
         start = self._start_ms
         was_speaking = self.speaking
         self.reset()
         if was_speaking:
-            return SpeechStopped(start_ms=start, end_ms=self._last_voiced_end_ms)
+            return SpeechStopped(start_ms=start, end_ms=self._last_voiced_end_ms, rule=rule)
         return None  # a blip shorter than min_speech_ms: noise, not a turn
 
     def feed_silence(self, duration_ms: int) -> TurnEvent | None:
@@ -137,9 +199,53 @@ class TurnDetector:
         self._start_ms = None
         self._voiced_ms = 0
         self._silence_ms = 0
+        self._words = ""
+        self._words_until_ms = -1
 
 
 _PUNCT = re.compile(r"[\s.,!?~…]+")
+
+# A partial decoded from audio up to this much before the end of the voice still counts as covering it (the STT
+# reports its progress in blocks; the last voiced frame may sit inside a block's trailing edge).
+_PARTIAL_SLACK_MS = 40
+Ending = Literal["final", "connective", "other"]
+# Sentence-final endings of spoken Korean (polite and formal registers, questions and suggestions).
+_FINAL_ENDINGS = ("요", "니다", "까", "죠")
+# Nouns and adverbs that merely end in a final ending's syllable.
+_NOT_FINAL = frozenset({"필요", "중요", "주요", "소요", "수요", "강요", "동요", "요요", "아까", "불필요"})
+# Connective endings: the caller is in the middle of a sentence.
+_CONNECTIVE_ENDINGS = ("데", "고", "서", "면", "지만", "려고", "도록", "거나", "든지")
+# Hesitations: the caller is looking for words.
+_FILLERS = frozenset({"음", "어", "으음", "그", "저", "저기", "뭐", "아"})
+_TRAILING = re.compile(r"[\s.,!~…\"'”’)\]]+$")
+
+
+def korean_ending(text: str) -> Ending:
+    """How ``text`` ends: a finished sentence or question (``final``), mid-sentence (``connective``), or ``other``.
+
+    ``…니까`` is a formal question after ㅂ (``입니까``, ``합니까``) but "because" otherwise (``있으니까``).
+    """
+    text = _TRAILING.sub("", text)
+    if not text:
+        return "other"
+    if text.endswith("?"):
+        return "final"
+    last = text.split()[-1]
+    if last in _FILLERS:
+        return "connective"
+    if last.endswith("니까") and len(last) >= 3:
+        return "final" if _has_final_b(last[-3]) else "connective"
+    if last not in _NOT_FINAL and last.endswith(_FINAL_ENDINGS):
+        return "final"
+    if last.endswith(_CONNECTIVE_ENDINGS):
+        return "connective"
+    return "other"
+
+
+def _has_final_b(syllable: str) -> bool:
+    """The Hangul syllable ends in ㅂ (합, 입, 됩, 습 …)."""
+    code = ord(syllable) - 0xAC00
+    return 0 <= code < 11172 and code % 28 == 17
 
 
 def is_backchannel(text: str, backchannels: list[str]) -> bool:
