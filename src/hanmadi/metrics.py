@@ -33,6 +33,12 @@ TTS_LATENCY = Histogram(
 SENTENCES_SKIPPED = Counter(
     "hanmadi_sentences_skipped_total", "Sentences skipped, by reason", ["reason"], registry=REGISTRY
 )
+CALL_CRASHES = Counter(
+    "hanmadi_call_crashes_total", "Call tasks that died of an unexpected error, by task", ["task"], registry=REGISTRY
+)
+STT_FRAMES_DROPPED = Counter(
+    "hanmadi_stt_frames_dropped_total", "Caller frames dropped because the STT fell too far behind", registry=REGISTRY
+)
 BARGE_INS = Counter("hanmadi_barge_ins_total", "Caller interrupted the bot", registry=REGISTRY)
 BAD_FRAMES = Counter(
     "hanmadi_bad_frames_total", "Rejected Media Streams messages, by reason", ["reason"], registry=REGISTRY
@@ -44,9 +50,60 @@ WEBHOOKS_REJECTED = Counter(
     "hanmadi_webhooks_rejected_total", "Webhook requests refused, by reason", ["reason"], registry=REGISTRY
 )
 STORE_ERRORS = Counter("hanmadi_store_errors_total", "Failed writes of call records", ["op"], registry=REGISTRY)
+STORE_DEGRADED = Gauge(
+    "hanmadi_store_degraded",
+    "1 while call records wait for the database (failing or journaled), else 0",
+    registry=REGISTRY,
+)
+STORE_PENDING = Gauge("hanmadi_store_pending_records", "Call records not yet in the database", registry=REGISTRY)
+STORE_JOURNAL_BYTES = Gauge(
+    "hanmadi_store_journal_bytes", "Bytes of records journaled on disk, waiting for the database", registry=REGISTRY
+)
+REQUESTS_REFUSED = Counter(
+    "hanmadi_requests_refused_total",
+    "Requests and sockets refused before any work (body_too_large, body_timeout, header_timeout, client_gone, "
+    "per_ip_cap, start_timeout, …)",
+    ["reason"],
+    registry=REGISTRY,
+)
+DTMF_DROPPED = Counter(
+    "hanmadi_dtmf_dropped_total", "Keypad digits dropped because too many were pending in one turn", registry=REGISTRY
+)
 PREEMPTIVE = Counter(
     "hanmadi_preemptive_total",
     "Preemptive LLM answers started at a caller's pause, by outcome (hit, miss, resumed)",
     ["outcome"],
+    registry=REGISTRY,
+)
+TOOL_CALLS = Counter(
+    "hanmadi_tool_calls_total",
+    "Tool calls made by the agent, by tool and status (ok, timeout, http_4xx, http_5xx, bad_json, …)",
+    ["tool", "status"],
+    registry=REGISTRY,
+)
+TOOL_SECONDS = Histogram(
+    "hanmadi_tool_seconds", "Time from a tool call to its answer", ["tool"], buckets=_LATENCY_BUCKETS, registry=REGISTRY
+)
+TOOL_FILLERS = Counter("hanmadi_tool_fillers_total", "Filler phrases spoken while a tool ran", registry=REGISTRY)
+TWILIO_REST_ERRORS = Counter(
+    "hanmadi_twilio_rest_errors_total", "Failed Twilio REST requests, by operation", ["op"], registry=REGISTRY
+)
+WEBHOOK_DELIVERIES = Counter(
+    "hanmadi_webhook_deliveries_total",
+    "Call webhook delivery attempts, by outcome (delivered, retry, failed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+KNOWLEDGE_RELOADS = Counter(
+    "hanmadi_knowledge_reloads_total",
+    "Reloads of the knowledge file (SIGHUP or file change), by outcome (ok, error: the old knowledge is kept)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+KNOWLEDGE_ITEMS = Gauge("hanmadi_knowledge_items", "Entries and facts in the knowledge in use", registry=REGISTRY)
+KNOWLEDGE_TURNS = Counter(
+    "hanmadi_knowledge_turns_total",
+    "Agent turns by how the knowledge shaped them (answer, grounded, unknown, open)",
+    ["mode"],
     registry=REGISTRY,
 )

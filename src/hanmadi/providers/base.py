@@ -9,11 +9,12 @@ cancelled) must leave the provider with nothing running on its behalf; providers
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-Role = Literal["system", "user", "assistant"]
+T = TypeVar("T")
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 class ProviderError(Exception):
@@ -34,11 +35,34 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for a tool. ``arguments`` is the JSON text the model wrote (the tool runner parses it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool offered to the model: its name, what it does, its ``parameters`` as a JSON Schema object."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message of the agent's conversation."""
+    """One chat message of the agent's conversation.
+
+    An assistant message may carry the ``tool_calls`` it made; a ``tool`` message answers the call ``tool_call_id``.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +95,21 @@ class LLM(Protocol):
 
     def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
         """Yield the answer's text as it is generated. Raise ``ProviderError`` on failure."""
+        ...
+
+
+@runtime_checkable
+class ToolCallingLLM(LLM, Protocol):
+    """An LLM that can also call tools (OpenAI-style function calling).
+
+    The stream yields text as it is generated and, once the model has finished writing them, the tool calls it
+    made (several for parallel calls). A stream that yields no tool call is the whole answer.
+    """
+
+    def stream_with_tools(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[str | ToolCall]:
+        """Yield text chunks and tool calls. Raise ``ProviderError`` on failure."""
         ...
 
 
@@ -113,7 +152,7 @@ class STT(Protocol):
         ...
 
 
-async def stall_guard(stream: AsyncIterator[str], timeout_s: float, provider: str) -> AsyncIterator[str]:
+async def stall_guard(stream: AsyncIterator[T], timeout_s: float, provider: str) -> AsyncGenerator[T, None]:
     """Pass ``stream`` through, raising ``ProviderError(provider, "stalled")`` when no chunk comes for ``timeout_s``.
 
     A vendor that hangs mid-answer would otherwise hold the caller in silence; with the error the engine speaks

@@ -1,4 +1,4 @@
-"""OpenAI-compatible vendors: chat completions (LLM), ``/audio/speech`` (TTS), ``/audio/transcriptions``.
+"""OpenAI-compatible vendors: chat completions (LLM, with function calling), ``/audio/speech`` (TTS), transcriptions.
 
 "Compatible" is the point: the same code talks to OpenAI, vLLM, Ollama and llama.cpp's server; only the base
 URL (``…/v1``), the model and the key change. The LLM goes through the ``openai`` SDK's streaming chat
@@ -14,7 +14,12 @@ from typing import Any
 
 import httpx
 import openai
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionMessageToolCallParam,
+    ChatCompletionToolParam,
+)
 
 from hanmadi.providers._http import (
     RETRY_BACKOFF_S,
@@ -27,7 +32,7 @@ from hanmadi.providers._http import (
     retry_delay,
     stream_bytes,
 )
-from hanmadi.providers.base import AudioChunk, Message, ProviderError, Transcript
+from hanmadi.providers.base import AudioChunk, Message, ProviderError, ToolCall, ToolSpec, Transcript
 
 PROVIDER = "openai"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -66,6 +71,43 @@ def _chunk_text(chunk: ChatCompletionChunk) -> str:
     if not isinstance(content, str):
         raise fail(PROVIDER, "bad_reply", "chunk content is not text")
     return content
+
+
+class _ToolCallDeltas:
+    """Tool calls streamed in pieces: the first delta of each ``index`` has its id and name, later ones append
+    to its ``arguments``. Several indexes are parallel calls."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+
+    def add(self, chunk: ChatCompletionChunk) -> bool:
+        """Take the tool-call deltas of ``chunk``; True if it had any."""
+        try:
+            deltas = chunk.choices[0].delta.tool_calls if chunk.choices else None
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise fail(PROVIDER, "bad_reply", f"malformed chunk: {exc}") from exc
+        if not deltas:
+            return False
+        for delta in deltas:
+            call = self._calls.setdefault(delta.index, ["", "", ""])
+            if delta.id:
+                call[0] = delta.id
+            if delta.function is not None:
+                if delta.function.name:
+                    call[1] += delta.function.name
+                if delta.function.arguments:
+                    call[2] += delta.function.arguments
+        return True
+
+    def finish(self) -> list[ToolCall]:
+        """The assembled calls in index order; ``bad_reply`` when one has no name."""
+        out: list[ToolCall] = []
+        for index in sorted(self._calls):
+            call_id, name, arguments = self._calls[index]
+            if not name:
+                raise fail(PROVIDER, "bad_reply", f"tool call {index} has no function name")
+            out.append(ToolCall(call_id or f"call_{index}", name, arguments or "{}"))
+        return out
 
 
 class OpenAILLM:
@@ -108,11 +150,28 @@ class OpenAILLM:
                 out.append({"role": "system", "content": m.content})
             elif m.role == "user":
                 out.append({"role": "user", "content": m.content})
+            elif m.role == "tool":
+                out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+            elif m.tool_calls:
+                calls: list[ChatCompletionMessageToolCallParam] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in m.tool_calls
+                ]
+                out.append({"role": "assistant", "content": m.content or None, "tool_calls": calls})
             else:
                 out.append({"role": "assistant", "content": m.content})
         return out
 
-    async def _open(self, messages: list[ChatCompletionMessageParam]) -> openai.AsyncStream[ChatCompletionChunk]:
+    async def _open(
+        self, messages: list[ChatCompletionMessageParam], tools: Sequence[ToolSpec] = ()
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
+        offered: list[ChatCompletionToolParam] = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)},
+            }
+            for t in tools
+        ]
         attempt = 0
         while True:
             try:
@@ -122,6 +181,7 @@ class OpenAILLM:
                     max_tokens=self.max_tokens,
                     stream=True,
                     temperature=openai.omit if self.temperature is None else self.temperature,
+                    tools=offered if offered else openai.omit,
                 )
             except openai.APITimeoutError as exc:
                 raise _sdk_error(exc, received=False) from exc
@@ -141,15 +201,28 @@ class OpenAILLM:
 
     async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
         """Yield the answer's text chunks as the server streams them."""
-        stream = await self._open(self._messages(messages))
+        async for item in self._stream(messages, ()):
+            if isinstance(item, str):
+                yield item
+
+    async def stream_with_tools(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[str | ToolCall]:
+        """Yield text as it streams, then the tool calls the model made (assembled from their streamed deltas)."""
+        async for item in self._stream(messages, tools):
+            yield item
+
+    async def _stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[str | ToolCall]:
+        stream = await self._open(self._messages(messages), tools)
         received = False
+        calls = _ToolCallDeltas()
         try:
             while True:
                 try:
                     async with asyncio.timeout(self.timeout_s):
                         chunk = await stream.__anext__()
                 except StopAsyncIteration:
-                    return
+                    break
                 except TimeoutError as exc:
                     reason = "stalled" if received else "timeout"
                     raise fail(PROVIDER, reason, f"no chunk for {self.timeout_s:g} s") from exc
@@ -157,12 +230,16 @@ class OpenAILLM:
                     raise _sdk_error(exc, received) from exc
                 except ValueError as exc:  # a data: line that is not JSON
                     raise fail(PROVIDER, "bad_reply", f"undecodable chunk: {exc}") from exc
+                if calls.add(chunk):
+                    received = True
                 text = _chunk_text(chunk)
                 if text:
                     received = True
                     yield text
         finally:
             await stream.close()
+        for call in calls.finish():
+            yield call
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""

@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 
 import numpy as np
 
-from hanmadi.providers.base import AudioChunk, Message, ProviderError, Transcript
+from hanmadi.providers.base import AudioChunk, Message, ProviderError, ToolCall, ToolSpec, Transcript
 
 SAMPLE_RATE = 8000
 
 TextSeconds = Callable[[str], float | None] | Mapping[str, float] | float | None
+# One model round with tools: text chunks and tool calls at their times (seconds since the round's stream started).
+ToolRound = Sequence[tuple[float, str | ToolCall]]
 
 
 def default_tts_latency(text: str) -> float:
@@ -68,6 +70,11 @@ class ScriptedLLM:
 
     Without a script it answers the last user message with a short canned Korean reply, streamed token by token.
     ``fail_after_s`` makes the stream die with :class:`ProviderError` at that time, before it ends normally.
+
+    With tools (:meth:`stream_with_tools`), ``tool_rounds`` scripts the model's rounds of one turn: round *n* is
+    played when the conversation since the caller's last words holds *n* assistant messages with tool calls (so
+    round 0 answers the caller, round 1 the first tool results…). Past the scripted rounds, or without them, the
+    answer is the plain script. ``tool_requests`` keeps every conversation it was asked to continue with tools.
     """
 
     def __init__(
@@ -78,12 +85,15 @@ class ScriptedLLM:
         fail_after_s: float | None = None,
         first_token_s: float = 0.2,
         token_s: float = 0.04,
+        tool_rounds: Sequence[ToolRound] = (),
     ) -> None:
         self.name = name
         self.script = list(script) if script is not None else None
         self.fail_after_s = fail_after_s
         self.first_token_s = first_token_s
         self.token_s = token_s
+        self.tool_rounds = [list(r) for r in tool_rounds]
+        self.tool_requests: list[tuple[list[Message], list[ToolSpec]]] = []
 
     @classmethod
     def from_sentences(
@@ -123,6 +133,22 @@ class ScriptedLLM:
         text = self.canned_reply(messages)
         tokens = [text[k : k + 2] for k in range(0, len(text), 2)]
         return [(self.first_token_s + k * self.token_s, tok) for k, tok in enumerate(tokens)]
+
+    async def stream_with_tools(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[str | ToolCall]:
+        """Play the tool round the conversation is at (see the class docstring); text-only past the rounds."""
+        self.tool_requests.append((list(messages), list(tools)))
+        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        round_index = sum(1 for m in messages[last_user + 1 :] if m.role == "assistant" and m.tool_calls)
+        if round_index < len(self.tool_rounds):
+            started = time.monotonic()
+            for at_s, item in self.tool_rounds[round_index]:
+                await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+                yield item
+            return
+        async for chunk in self.stream(messages):
+            yield chunk
 
     async def stream(self, messages: Sequence[Message]) -> AsyncIterator[str]:
         """Yield the scripted chunks at their times; raise ``ProviderError`` at ``fail_after_s`` if set."""
