@@ -23,7 +23,9 @@ def voiced(ms: int, amplitude: float = 6000) -> list[bytes]:
     """A vowel-like harmonic signal the VAD calls speech."""
     n = ms // 20
     t = np.arange(FRAME * n) / 8000
-    sig = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate([140, 280, 420, 700, 1100]))
+    sig = np.zeros_like(t)
+    for k, f in enumerate([140, 280, 420, 700, 1100]):
+        sig += np.sin(2 * np.pi * f * t) / (k + 1)
     pcm = (sig * amplitude).astype("<i2")
     return [pcm[i * FRAME : (i + 1) * FRAME].tobytes() for i in range(n)]
 

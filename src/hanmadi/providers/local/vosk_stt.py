@@ -157,9 +157,10 @@ class VoskStream:
 class VoskSTT:
     """Vosk speech recognition: one shared model, a ``VoskStream`` per call."""
 
-    name = "local"
-
-    def __init__(self, model_path: Path | None = None, block_ms: int = DEFAULT_BLOCK_MS) -> None:
+    def __init__(
+        self, model_path: Path | None = None, block_ms: int = DEFAULT_BLOCK_MS, *, name: str = "local"
+    ) -> None:
+        self.name = name  # "vosk" when chosen alone (HANMADI_STT=vosk)
         self.model_path = model_path
         self.block_ms = block_ms
 
