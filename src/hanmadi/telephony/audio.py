@@ -87,6 +87,36 @@ def pcm_to_telephone(pcm: bytes, sample_rate: int) -> bytes:
     return pcm16_to_ulaw(resample(samples, sample_rate, SAMPLE_RATE))
 
 
+class TelephoneEncoder:
+    """One stream of PCM16 at ``sample_rate`` -> 8 kHz mu-law, resampled as one signal (one ``soxr.ResampleStream``).
+
+    Resampling each network chunk on its own gives every chunk its own filter edges: clicks at each boundary and
+    a length that drifts. One encoder per sentence keeps the filter state across chunks; :meth:`flush` returns
+    the filter's tail at the sentence's end.
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._stream = (
+            soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="int16", quality="HQ")
+            if sample_rate != SAMPLE_RATE
+            else None
+        )
+
+    def encode(self, pcm: bytes) -> bytes:
+        """The mu-law for the next chunk of PCM16 bytes (a resampler may hold back a few samples)."""
+        samples = np.frombuffer(pcm, dtype="<i2")
+        if self._stream is None:
+            return pcm16_to_ulaw(samples)
+        return pcm16_to_ulaw(self._stream.resample_chunk(samples))
+
+    def flush(self) -> bytes:
+        """The mu-law of what the resampler still holds: call once, after the last chunk."""
+        if self._stream is None:
+            return b""
+        return pcm16_to_ulaw(self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True))
+
+
 def frames(data: bytes, frame_bytes: int = FRAME_BYTES_ULAW, pad: int | None = ULAW_SILENCE) -> list[bytes]:
     """Split into fixed-size frames; the last one is padded with ``pad`` (or left short when ``pad`` is None)."""
     out = [data[i : i + frame_bytes] for i in range(0, len(data), frame_bytes)]
