@@ -112,8 +112,9 @@ async def test_failed_sentence_is_skipped_after_a_retry_and_never_blocks() -> No
     assert kinds(report, 1) == ["sentence", "tts_start", "tts_retry", "skip"]
     skip = report.events[first(report, "skip", 1)]
     assert skip.reason == "http_500"
-    after = REGISTRY.get_sample_value("hanmadi_sentences_skipped_total", {"reason": "http_500"})
-    assert after == skipped_before + 1
+    # the engine records no process-wide metric: the call layer derives them from this report
+    after = REGISTRY.get_sample_value("hanmadi_sentences_skipped_total", {"reason": "http_500"}) or 0.0
+    assert after == skipped_before
 
 
 async def test_timeout_then_retry_succeeds() -> None:
@@ -176,7 +177,7 @@ async def test_llm_error_speaks_what_was_complete_then_the_fallback() -> None:
     errors_after = REGISTRY.get_sample_value(
         "hanmadi_provider_errors_total", {"provider": "simulated", "reason": "stream_broken"}
     )
-    assert errors_after == (errors_before or 0.0) + 1
+    assert errors_after == errors_before  # counted by the call layer from the report, not here
 
 
 async def test_llm_error_without_fallback_keeps_the_call_going() -> None:
@@ -289,10 +290,11 @@ async def test_unknown_strategy_is_a_clear_error() -> None:
 
 
 def test_config_from_settings() -> None:
+    from hanmadi.call import engine_config
     from hanmadi.config import Settings
 
     s = Settings(max_parallel_tts=2, tts_retries=0, strategy="sequential", llm_fallback="다시요.")
-    c = EngineConfig.from_settings(s)
+    c = engine_config(s)
     assert (c.max_parallel_tts, c.tts_retries, c.strategy, c.fallback_text) == (2, 0, "sequential", "다시요.")
 
 

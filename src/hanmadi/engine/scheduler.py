@@ -18,16 +18,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from hanmadi.engine.strategies import get_strategy
 from hanmadi.engine.timeline import Timeline, TimelineEvent, TurnMetrics, compute_metrics
-from hanmadi.metrics import FIRST_RESPONSE, PROVIDER_ERRORS, SENTENCES_SKIPPED, TTS_LATENCY
 from hanmadi.providers.base import TTS, AudioChunk, ProviderError
 from hanmadi.text.segmenter import SentenceSegmenter
-
-if TYPE_CHECKING:
-    from hanmadi.config import Settings
 
 T = TypeVar("T")
 
@@ -48,7 +44,8 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """The engine's knobs (see :class:`hanmadi.config.Settings` for what each one means)."""
+    """The engine's knobs (see :class:`hanmadi.config.Settings` for what each one means; the call layer builds
+    this from the settings, the engine never sees them)."""
 
     strategy: str = "realtime"
     max_parallel_tts: int = 4
@@ -60,21 +57,6 @@ class EngineConfig:
     max_sentence_chars: int = 120
     lang: str = "ko"
     fallback_text: str = ""
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EngineConfig:
-        """The engine part of the process settings (``lang`` is the language of the spoken text)."""
-        return cls(
-            strategy=settings.strategy,
-            max_parallel_tts=settings.max_parallel_tts,
-            max_buffered_audio_s=settings.max_buffered_audio_s,
-            tts_timeout_s=settings.tts_timeout_s,
-            tts_retries=settings.tts_retries,
-            first_clause_split=settings.first_clause_split,
-            first_clause_min_chars=settings.first_clause_min_chars,
-            max_sentence_chars=settings.max_sentence_chars,
-            fallback_text=settings.llm_fallback,
-        )
 
 
 @dataclass
@@ -273,7 +255,6 @@ class Reply:
         self._in_flight = 0
         self._slot_freed = asyncio.Event()
         self._send_started: set[int] = set()
-        self._first_audio_sent = False
         self._llm_error = ""
         self._main: asyncio.Task[TurnReport] | None = None
         self._chunks: AsyncIterator[str] | None = None
@@ -410,8 +391,6 @@ class Reply:
 
     def _llm_failed(self, exc: Exception) -> None:
         reason = _reason(exc)
-        provider = exc.provider if isinstance(exc, ProviderError) else "llm"
-        PROVIDER_ERRORS.labels(provider, reason).inc()
         self._llm_error = reason
         self.timeline.emit("llm_error", reason=reason, text=str(exc))
 
@@ -468,17 +447,14 @@ class Reply:
                                 deadline.reschedule(loop.time() + timeout)
                 except Exception as exc:
                     reason = _reason(exc)
-                    PROVIDER_ERRORS.labels(self.tts.name, reason).inc()
                     if delivered or attempt == self.config.tts_retries:
                         break
                     self.timeline.emit("tts_retry", index=index, reason=reason)
                 else:
                     elapsed = loop.time() - started
-                    TTS_LATENCY.labels(self.tts.name).observe(elapsed)
                     self.timeline.emit("tts_done", index=index, duration_s=elapsed, audio_s=sentence.audio_s)
                     self._buffer.finish(index)
                     return
-            SENTENCES_SKIPPED.labels(reason).inc()
             sentence.status = "skipped"
             self._buffer.fail(index)
             self.timeline.emit("skip", index=index, text=sentence.text, reason=reason)
@@ -492,10 +468,7 @@ class Reply:
                 self._start_sending(index)
                 await self.sink.send_audio(index, chunk)
                 sentence.sent_audio_s += chunk.duration_s
-                ev = self.timeline.emit("chunk_sent", index=index, audio_s=chunk.duration_s)
-                if not self._first_audio_sent:
-                    self._first_audio_sent = True
-                    FIRST_RESPONSE.observe(ev.t)
+                self.timeline.emit("chunk_sent", index=index, audio_s=chunk.duration_s)
             elif state == "done":
                 self._start_sending(index)
                 await self.sink.send_mark(index)

@@ -29,6 +29,8 @@ KINDS = (
     "llm_error",
     "cancel",
     "done",
+    "tool_start",  # the agent called a tool (``text`` its name); emitted by the tool runner, not the engine
+    "tool_end",  # ``reason`` its status (ok, timeout, http_5xx…), ``duration_s`` how long it took
 )
 
 _PIPELINE_KO = {
@@ -94,6 +96,8 @@ def format_event(ev: TimelineEvent, lang: str = "ko") -> str:
             "llm_error": f"LLM 오류로 응답 중단 (사유: {ev.reason})",
             "cancel": f"응답 취소 (사유: {ev.reason}, 전송된 재생시간: {_s(ev.audio_s)}초)",
             "done": f"전체 완료 (재생시간: {_s(ev.audio_s)}초)",
+            "tool_start": f"도구 호출: {ev.text}",
+            "tool_end": f"도구 응답: {ev.text} ({ev.reason}, {_s(ev.duration_s)}초 소요)",
         }.get(k, f"{k} {ev.text}".strip())
     else:
         body = {
@@ -108,6 +112,8 @@ def format_event(ev: TimelineEvent, lang: str = "ko") -> str:
             "llm_error": f"LLM error, answer cut short (reason: {ev.reason})",
             "cancel": f"reply cancelled (reason: {ev.reason}, audio sent: {_s(ev.audio_s)}s)",
             "done": f"all done (playback: {_s(ev.audio_s)}s)",
+            "tool_start": f"tool called: {ev.text}",
+            "tool_end": f"tool answered: {ev.text} ({ev.reason}, {_s(ev.duration_s)}s)",
         }.get(k, f"{k} {ev.text}".strip())
     return f"{stamp} {body}"
 
@@ -121,8 +127,10 @@ class Timeline:
         lang: str = "ko",
         logger: logging.Logger | None = None,
         listeners: list[Callable[[TimelineEvent], None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.t0 = time.monotonic() if t0 is None else t0
+        self.clock = clock
+        self.t0 = clock() if t0 is None else t0
         self.lang = lang
         self.logger = logger or LOGGER
         self.listeners = list(listeners or [])
@@ -130,7 +138,7 @@ class Timeline:
 
     def now(self) -> float:
         """Seconds since the end of the caller's speech."""
-        return time.monotonic() - self.t0
+        return self.clock() - self.t0
 
     def emit(self, kind: str, **fields: Any) -> TimelineEvent:
         """Record an event at the current time, log it in the seed's format and tell the listeners."""
