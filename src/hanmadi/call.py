@@ -1,16 +1,20 @@
-"""CallSession: one phone call's lifetime — greeting, turns, barge-in, what the caller heard, records.
+"""CallSession: one phone call's lifetime — it composes the rooms below, it does not do their work.
 
 Data path, top to bottom: the server hands every parsed Media Streams event to ``CallSession.on_event`` (sync,
-cheap). Media frames are decoded and run through the turn detector inline; the PCM goes to the STT worker task.
-When the caller stops speaking, the worker finalizes the transcript and starts a reply: the engine streams the LLM
-answer sentence by sentence into TTS and out through ``TwilioSink``. Marks echoed by Twilio tell what was heard.
-Every task belongs to the session's TaskGroup; leaving ``async with CallSession(...)`` cancels them all.
+cheap). Media frames are decoded and run through the turn detector (``turn``) inline; the PCM goes to the STT
+worker task. When the caller stops speaking, the worker finalizes the transcript and starts a reply: the engine
+(``engine``) streams the LLM answer sentence by sentence into TTS and out through the Twilio sink
+(``telephony.sink``). What the caller heard comes from one model of Twilio's playback buffer
+(``telephony.playback``), which marks confirm and a ``clear`` truncates. Preemptive answers live in ``preemptive``,
+reply metrics in ``reply_metrics``, the stored records in ``store``.
+
+Every task belongs to the session's TaskGroup; leaving ``async with CallSession(...)`` cancels them all. A task
+that crashes is logged with its traceback, counted, and ends the call (``end_reason="error"``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -21,17 +25,21 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from hanmadi import metrics
-from hanmadi.agent import Agent
+from hanmadi.agent import Agent, Grounding, grounding_config
 from hanmadi.config import Settings
 from hanmadi.engine.scheduler import EngineConfig, Reply, TurnReport
 from hanmadi.engine.timeline import Timeline, TimelineEvent, format_event
-from hanmadi.preemptive import PreemptiveAnswer, same_words
-from hanmadi.providers.base import LLM, STT, TTS, AudioChunk, Message, STTStream, stall_guard
+from hanmadi.knowledge import KnowledgeSource
+from hanmadi.preemptive import Preemption, PreemptiveAnswer
+from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, stall_guard
+from hanmadi.reply_metrics import observe_reply
 from hanmadi.store.recording import CallRecording, recording_path
-from hanmadi.store.records import CallEnd, CallStart, TurnRecord
+from hanmadi.store.records import CallEnd, CallStart, TurnRecord, stored_events
 from hanmadi.store.writer import Recorder
 from hanmadi.telephony import audio
 from hanmadi.telephony import twilio as tw
+from hanmadi.telephony.playback import PlaybackClock
+from hanmadi.telephony.sink import TwilioSink
 from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, is_backchannel
 
 log = logging.getLogger("hanmadi.call")
@@ -40,23 +48,47 @@ log = logging.getLogger("hanmadi.call")
 _BARGE_IN_WITHOUT_TEXT_MS = 600
 # How long a cancelled reply may take to hand back its report before its task is cancelled outright.
 _REPLY_SETTLE_S = 1.0
+# After the goodbye has been sent, how long past its modelled playback we wait for its marks before hanging up.
+_GOODBYE_GRACE_S = 1.0
+# WebSocket close codes: normal closure, internal error.
+_CLOSE_NORMAL = 1000
+_CLOSE_ERROR = 1011
 
 
 class Transport(Protocol):
-    """Where outbound Media Streams messages go (the WebSocket)."""
+    """Where outbound Media Streams messages go (the WebSocket), and how the call hangs up."""
 
     async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The engine part of the process settings: the engine itself never sees ``Settings``."""
+    return EngineConfig(
+        strategy=settings.strategy,
+        max_parallel_tts=settings.max_parallel_tts,
+        max_buffered_audio_s=settings.max_buffered_audio_s,
+        tts_timeout_s=settings.tts_timeout_s,
+        tts_retries=settings.tts_retries,
+        first_clause_split=settings.first_clause_split,
+        first_clause_min_chars=settings.first_clause_min_chars,
+        max_sentence_chars=settings.max_sentence_chars,
+        fallback_text=settings.llm_fallback,
+    )
+
+
+@dataclass(frozen=True)
+class _EndOfSpeech:
+    t_detect: float
+    endpointing_s: float
 
 
 @dataclass
 class _Sentence:
-    index: int
     text: str = ""
-    audio_s: float = 0.0
-    play_start: float | None = None  # monotonic, on our model of Twilio's playback clock
-    play_end: float = 0.0
+    audio_s: float = 0.0  # sent to Twilio
     played: bool = False  # mark echoed before any clear
-    heard_s: float = 0.0
 
 
 @dataclass
@@ -69,49 +101,24 @@ class _Turn:
     endpointing_s: float
     dtmf: str = ""
     sentences: dict[int, _Sentence] = field(default_factory=dict)
+    reply: Reply | None = None
+    task: asyncio.Task[None] | None = None
     report: TurnReport | None = None
-    preemptive: bool = False  # answered from an LLM stream started at the caller's pause
+    preempt: PreemptiveAnswer | None = None  # answered from an LLM stream started at the caller's pause
+    grounding: Grounding | None = None  # which knowledge entries the answer drew on
     barge_in: bool = False
-    cleared_at: float | None = None
+    cleared: asyncio.Event = field(default_factory=asyncio.Event)  # set once a barge-in has sent its clear
     recorded: bool = False
+
+    def sentence(self, index: int) -> _Sentence:
+        return self.sentences.setdefault(index, _Sentence())
+
+    def replying(self) -> bool:
+        return self.task is not None and not self.task.done()
 
     def pending_marks(self) -> bool:
         """Audio of this turn is still queued at Twilio (sent, mark not echoed, not cleared)."""
-        if self.cleared_at is not None:
-            return False
-        return any(s.play_start is not None and not s.played for s in self.sentences.values())
-
-    def heard_reply(self) -> str:
-        """The reply as the caller heard it: whole sentences played, the interrupted one cut where it stopped."""
-        parts: list[str] = []
-        for s in sorted(self.sentences.values(), key=lambda s: s.index):
-            if s.played or (s.audio_s > 0 and s.heard_s >= s.audio_s - 0.02):
-                parts.append(s.text)
-            elif s.heard_s > 0 and s.audio_s > 0:
-                cut = round(len(s.text) * s.heard_s / s.audio_s)
-                if cut > 0:
-                    parts.append(s.text[:cut] + "…")
-                break
-            else:
-                break
-        return " ".join(parts)
-
-
-class TwilioSink:
-    """The engine's Sink for one turn: audio -> mu-law media messages, marks named after turn and sentence."""
-
-    def __init__(self, session: CallSession, turn: _Turn) -> None:
-        self._session = session
-        self._turn = turn
-
-    async def send_audio(self, index: int, chunk: AudioChunk) -> None:
-        ulaw = audio.pcm_to_telephone(chunk.pcm, chunk.sample_rate)
-        self._session.account_playback(self._turn, index, len(ulaw) / audio.SAMPLE_RATE, chunk)
-        for message in tw.media_messages(self._session.stream_sid, ulaw):
-            await self._session.send(message)
-
-    async def send_mark(self, index: int) -> None:
-        await self._session.send(tw.mark_message(self._session.stream_sid, tw.mark_name(self._turn.index, index)))
+        return not self.barge_in and any(s.audio_s > 0 and not s.played for s in self.sentences.values())
 
 
 class CallSession:
@@ -130,6 +137,8 @@ class CallSession:
         softphone: bool = False,
         from_number: str = "",
         to_number: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        knowledge: KnowledgeSource | None = None,
     ) -> None:
         self.settings = settings
         self.stt, self.llm, self.tts = stt, llm, tts
@@ -140,42 +149,44 @@ class CallSession:
         self.softphone = softphone
         self.from_number = from_number or start.custom_parameters.get("from", "")
         self.to_number = to_number or start.custom_parameters.get("to", "")
-        self.engine_config = EngineConfig.from_settings(settings)
-        self.agent = Agent(settings.system_prompt, settings.max_history_turns)
+        self.clock = clock
+        self.engine_config = engine_config(settings)
+        self.agent = Agent(settings.system_prompt, settings.max_history_turns, grounding_config(settings, knowledge))
         self.detector = TurnDetector(
             aggressiveness=settings.vad_aggressiveness,
             endpointing_ms=settings.endpointing_ms,
             min_speech_ms=settings.min_speech_ms,
+            final_endpointing_ms=settings.endpointing_final_ms,
+            connective_endpointing_ms=settings.endpointing_connective_ms,
         )
         self.media_clock = tw.MediaClock()
+        self.playback = PlaybackClock()
         self.end_reason = "hangup"
         self.turns: list[_Turn] = []
         self.dtmf_log: list[str] = []
         self.recording = (
             CallRecording(recording_path(settings.recordings_dir, self.call_sid)) if settings.record_audio else None
         )
-        self._audio_q: asyncio.Queue[bytes | tuple[float, float] | None] = asyncio.Queue()
+        self._audio_q: asyncio.Queue[bytes | _EndOfSpeech | None] = asyncio.Queue()
+        self._queued_frames = 0
+        self._max_queued_frames = max(1, round(settings.stt_backlog_s * 1000 / audio.FRAME_MS))
+        self._dropping = False
         self._send_lock = asyncio.Lock()
-        self._reply: Reply | None = None
-        self._reply_task: asyncio.Task[None] | None = None
         self._partial = ""
-        self._preempt: PreemptiveAnswer | None = None
-        self._preempt_task: asyncio.Task[None] | None = None
         self._barged_this_utterance = False
-        self._started_mono = time.monotonic()
+        self._ending = False  # the goodbye is under way: no new turn starts
+        self._started_mono = clock()
         self._tg = asyncio.TaskGroup()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stt_stream: STTStream | None = None
+        self._marks_changed = asyncio.Event()
         self._closed = asyncio.Event()
+        self.preemption = Preemption(llm, settings.preemptive_pause_ms, self._spawn, self.call_sid)
 
     # --- lifetime ---------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> CallSession:
-        metrics.ACTIVE_CALLS.inc()
-        self._stt_stream = await self.stt.open(audio.SAMPLE_RATE)
-        await self._tg.__aenter__()
-        self._spawn(self._audio_worker(), "stt")
-        self._spawn(self._speak_greeting(), "greeting")
+        metrics.ACTIVE_CALLS.inc()  # from here on, _finish() runs whatever happens
         if self.recorder:
             self.recorder.call_started(
                 CallStart(
@@ -187,54 +198,85 @@ class CallSession:
                     providers={"stt": self.stt.name, "llm": self.llm.name, "tts": self.tts.name},
                 )
             )
+        try:
+            self._stt_stream = await self.stt.open(audio.SAMPLE_RATE)
+        except BaseException as exc:
+            self.end_reason = "stt_failed" if isinstance(exc, Exception) else "client_gone"
+            if isinstance(exc, Exception):
+                self._provider_error(self.stt.name, exc)
+            await self._finish()
+            raise
+        await self._tg.__aenter__()
+        self._spawn(self._audio_worker(), "stt")
+        self._spawn(self._call_timer(), "call-timer")
+        if self.settings.greeting:
+            self._start_reply(self._new_turn(None, "", self.clock(), 0.0), _once(self.settings.greeting))
         log.info("call %s started (stream %s)", self.call_sid, self.stream_sid)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is not None and not issubclass(exc_type, asyncio.CancelledError):
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
             self.end_reason = "error"
+            log.error("call %s: the socket handler failed", self.call_sid, exc_info=exc)
         try:
-            await self._cancel_reply()
+            if self.turns:
+                await self._stop_reply(self.turns[-1])  # the turn in progress hands back what was said
+        finally:
+            # Even if this exit is itself cancelled: every task is stopped and the call is accounted for.
             self._audio_q.put_nowait(None)
-            # The worker and any reply are cancelled: a call that ended has nothing left to say.
             for task in list(self._tasks):
                 task.cancel()
-            with contextlib.suppress(BaseException):
+            try:
                 await self._tg.__aexit__(None, None, None)
-        finally:
-            await self._finish()
+            finally:
+                await self._finish()
 
     async def _finish(self) -> None:
-        if self._stt_stream is not None:
-            with contextlib.suppress(Exception):
-                await self._stt_stream.aclose()
-        now = time.monotonic()
-        for turn in self.turns:
-            if turn.cleared_at is None and turn.pending_marks():
-                self._settle_heard(turn, now)
-            self._record_turn(turn)
-        recording_path: str | None = None
-        if self.recording is not None:
-            try:
-                recording_path = str(await self.recording.close())
-            except OSError as exc:
-                log.warning("call %s: recording not saved: %s", self.call_sid, exc)
-        if self.recorder:
-            self.recorder.call_ended(
-                CallEnd(
-                    call_sid=self.call_sid,
-                    ended_at=datetime.now(UTC),
-                    status="completed" if self.end_reason in ("hangup", "caller_stop") else "failed",
-                    end_reason=self.end_reason,
-                    recording_path=recording_path,
+        path: str | None = None
+        try:
+            if self._stt_stream is not None:
+                try:
+                    await self._stt_stream.aclose()
+                except Exception as exc:
+                    log.warning("call %s: STT close failed: %s", self.call_sid, exc)
+            if self.recording is not None:
+                try:
+                    path = str(await self.recording.close())
+                except OSError as exc:
+                    log.warning("call %s: recording not saved: %s", self.call_sid, exc)
+        finally:
+            for turn in self.turns:
+                self._record_turn(turn)
+            if self.recorder:
+                self.recorder.call_ended(
+                    CallEnd(
+                        call_sid=self.call_sid,
+                        ended_at=datetime.now(UTC),
+                        status="completed" if self.end_reason in ("hangup", "caller_stop", "max_length") else "failed",
+                        end_reason=self.end_reason,
+                        recording_path=path,
+                    )
                 )
-            )
-        metrics.ACTIVE_CALLS.dec()
-        metrics.CALLS_ENDED.labels(reason=self.end_reason).inc()
-        log.info("call %s ended: %s (%d turns)", self.call_sid, self.end_reason, len(self.turns))
-        self._closed.set()
+            metrics.ACTIVE_CALLS.dec()
+            metrics.CALLS_ENDED.labels(reason=self.end_reason).inc()
+            log.info("call %s ended: %s (%d turns)", self.call_sid, self.end_reason, len(self.turns))
+            self._closed.set()
+
+    async def hang_up(self, reason: str, code: int = _CLOSE_NORMAL) -> None:
+        """End the call from our side: record why and close the stream (Twilio then ends the call)."""
+        if self.end_reason == "hangup":
+            self.end_reason = reason
+        log.info("call %s: hanging up (%s)", self.call_sid, reason)
+        try:
+            await self.transport.close(code, reason)
+        except Exception as exc:  # the socket is already gone: nothing left to close
+            log.info("call %s: close failed: %s", self.call_sid, exc)
+
+    async def wait_closed(self) -> None:
+        """Wait until the call has ended and been accounted for."""
+        await self._closed.wait()
 
     # --- inbound events (called by the server for every parsed message; must stay cheap) --------------------
 
@@ -253,18 +295,23 @@ class CallSession:
         gap_ms = self.media_clock.gap_ms(event.timestamp_ms)
         if gap_ms > 0:
             # packet loss: the caller's audio has a hole; keep stream time honest with silence
-            filler = audio.ulaw_to_pcm_bytes(audio.silence_ulaw(gap_ms / 1000))
-            self._audio_q.put_nowait(filler)
+            self._to_stt(audio.ulaw_to_pcm_bytes(audio.silence_ulaw(gap_ms / 1000)))
             self._on_turn_event(self.detector.feed_silence(gap_ms))
         pcm = audio.ulaw_to_pcm_bytes(event.payload)
         if self.recording is not None:
-            self.recording.add_caller(pcm, time.monotonic() - self._started_mono)
-        self._audio_q.put_nowait(pcm)
+            self.recording.add_caller(pcm, self.clock() - self._started_mono)
+        self._to_stt(pcm)
         self._on_turn_event(self.detector.feed(pcm))
         if self.detector.speaking or self.detector.speech_ms:
             self._check_barge_in()
             if self.settings.preemptive_generation:
-                self._check_preemptive()
+                self.preemption.on_audio(
+                    silence_ms=self.detector.silence_ms,
+                    speaking=self.detector.speaking,
+                    partial=self._partial,
+                    allowed=not self.bot_speaking() and not self.agent.has_pending_events,
+                    messages=lambda text: self.agent.messages_for(Message("user", text)),
+                )
 
     def on_mark(self, name: str) -> None:
         parsed = tw.parse_mark_name(name)
@@ -274,10 +321,9 @@ class CallSession:
         turn = next((t for t in reversed(self.turns) if t.index == turn_index), None)
         if turn is None or index not in turn.sentences:
             return
-        sentence = turn.sentences[index]
-        if turn.cleared_at is None:
-            sentence.played = True
-            sentence.heard_s = sentence.audio_s
+        if not turn.barge_in:
+            turn.sentences[index].played = True
+        self._marks_changed.set()
         if not turn.pending_marks() and turn.report is not None:
             self._record_turn(turn)
 
@@ -286,24 +332,32 @@ class CallSession:
         self.dtmf_log.append(digit)
         self.agent.note_dtmf(digit)
 
+    def _to_stt(self, pcm: bytes) -> None:
+        """Queue caller audio for the STT; if it has fallen ``stt_backlog_s`` behind, drop (counted, logged)."""
+        if self._queued_frames >= self._max_queued_frames:
+            metrics.STT_FRAMES_DROPPED.inc()
+            if not self._dropping:
+                self._dropping = True
+                log.warning(
+                    "call %s: STT is %.0f s behind, dropping caller audio", self.call_sid, self.settings.stt_backlog_s
+                )
+            return
+        self._dropping = False
+        self._queued_frames += 1
+        self._audio_q.put_nowait(pcm)
+
     # --- turn taking -----------------------------------------------------------------------------------
 
     def _on_turn_event(self, event: SpeechStarted | SpeechStopped | None) -> None:
         # (the partial transcript is reset when the STT finalizes a turn, not here: it may already be ahead of the VAD)
         if isinstance(event, SpeechStopped):
-            t_detect = time.monotonic()
-            endpointing_s = (self.detector_now_ms() - event.end_ms) / 1000
-            self._audio_q.put_nowait((t_detect, endpointing_s))
+            endpointing_s = (self.detector.now_ms - event.end_ms) / 1000
+            self._audio_q.put_nowait(_EndOfSpeech(self.clock(), endpointing_s))
             self._barged_this_utterance = False
-
-    def detector_now_ms(self) -> int:
-        return self.detector.now_ms
 
     def bot_speaking(self) -> bool:
         """Our audio is being generated or is still queued at Twilio (marks not echoed)."""
-        if self._reply_task is not None and not self._reply_task.done():
-            return True
-        return bool(self.turns) and self.turns[-1].pending_marks()
+        return bool(self.turns) and (self.turns[-1].replying() or self.turns[-1].pending_marks())
 
     def _check_barge_in(self) -> None:
         if self._barged_this_utterance or not self.bot_speaking():
@@ -319,64 +373,28 @@ class CallSession:
         self._barged_this_utterance = True
         self._spawn(self.barge_in(self.turns[-1]), "barge-in")
 
-    def _check_preemptive(self) -> None:
-        """At a pause, start answering the partial transcript; when the caller resumes, drop that answer."""
-        silence_ms = self.detector.silence_ms
-        if self._preempt is not None:
-            if silence_ms == 0:
-                self._drop_preempt("resumed")
-            return
-        if (
-            silence_ms >= self.settings.preemptive_pause_ms
-            and self.detector.speaking
-            and self._partial
-            and not self.bot_speaking()
-            and not self.agent.has_pending_events
-        ):
-            text = self._partial
-            messages = self.agent.messages_for(Message("user", text))
-            self._preempt = PreemptiveAnswer(text, self.llm.stream(messages))
-            self._preempt_task = self._spawn(self._preempt.pump(), "preemptive")
-            log.info("call %s: preemptive answer started on %r", self.call_sid, text)
-
-    def _drop_preempt(self, outcome: str) -> None:
-        if self._preempt_task is not None:
-            self._preempt_task.cancel()
-        self._preempt = self._preempt_task = None
-        metrics.PREEMPTIVE.labels(outcome=outcome).inc()
-
-    def _take_preempt(self, text: str) -> PreemptiveAnswer | None:
-        """The preemptive answer if the caller's final words confirm it (it is then the turn's LLM stream)."""
-        preempt = self._preempt
-        if preempt is None:
-            return None
-        if not same_words(preempt.text, text) or self.agent.has_pending_events:
-            self._drop_preempt("miss")
-            return None
-        self._preempt = self._preempt_task = None
-        metrics.PREEMPTIVE.labels(outcome="hit").inc()
-        return preempt
-
     async def barge_in(self, turn: _Turn) -> None:
-        """The caller talks over ``turn``: clear Twilio's buffer, stop the reply, keep only what was heard.
+        """The caller talks over ``turn``: stop its reply, then clear Twilio's buffer; keep only what was heard.
 
-        Bound to the turn it was decided for and idempotent: a decision that arrives late (the caller's words
-        already started the next turn) or twice does nothing, so it can never cut the next reply.
+        Bound to the turn it was decided for: a decision that arrives late (the next turn has started) does
+        nothing. Cancel first, then clear — no audio of ``turn`` can follow the clear. A second call waits for the
+        first one's clear, so whoever starts the next turn starts it after the clear.
         """
-        if turn.barge_in or not self.turns or turn is not self.turns[-1]:
+        if turn.barge_in:
+            await turn.cleared.wait()
+            return
+        if not self.turns or turn is not self.turns[-1]:
             return
         turn.barge_in = True
-        self._settle_heard(turn, time.monotonic())
-        metrics.BARGE_INS.inc()
-        log.info("call %s: barge-in during turn %d", self.call_sid, turn.index)
-        await self.send(tw.clear_message(self.stream_sid))
-        await self._cancel_reply()
-
-    def _settle_heard(self, turn: _Turn, now: float) -> None:
-        turn.cleared_at = now
-        for s in turn.sentences.values():
-            if not s.played and s.play_start is not None:
-                s.heard_s = max(0.0, min(s.audio_s, now - s.play_start))
+        try:
+            metrics.BARGE_INS.inc()
+            log.info("call %s: barge-in during turn %d", self.call_sid, turn.index)
+            await self._stop_reply(turn)
+            # the clear goes out now: what had not played by now never will
+            self.playback.clear(self.clock())
+            await self.send(tw.clear_message(self.stream_sid))
+        finally:
+            turn.cleared.set()
 
     async def _audio_worker(self) -> None:
         """Feeds the STT in order; at each end of speech, finalizes and answers."""
@@ -387,14 +405,17 @@ class CallSession:
             if item is None:
                 return
             if isinstance(item, bytes):
+                self._queued_frames -= 1
                 try:
-                    for result in await stream.push(item):
-                        if result.text:
-                            self._partial = result.text
+                    results = await stream.push(item)
                 except Exception as exc:  # a provider fault must not end the call
                     self._provider_error(self.stt.name, exc)
+                    continue
+                for result in results:
+                    if result.text:
+                        self._partial = result.text
+                        self.detector.hear(result.text, result.audio_s)
                 continue
-            t_detect, endpointing_s = item
             try:
                 transcript = await stream.finalize()
             except Exception as exc:
@@ -405,40 +426,68 @@ class CallSession:
             if not text:
                 log.info("call %s: speech without words, no turn", self.call_sid)
                 continue
-            if self.bot_speaking():
-                if is_backchannel(text, self.settings.backchannels):
-                    log.info("call %s: backchannel %r while speaking, ignored", self.call_sid, text)
-                    continue
-                await self.barge_in(self.turns[-1])
-            await self._cancel_reply()
-            self._start_turn(text, t_detect, endpointing_s)
+            if self._ending:
+                continue
+            last = self.turns[-1] if self.turns else None
+            if last is not None:
+                if self.bot_speaking():
+                    if is_backchannel(text, self.settings.backchannels):
+                        log.info("call %s: backchannel %r while speaking, ignored", self.call_sid, text)
+                        continue
+                    await self.barge_in(last)
+                elif last.barge_in:
+                    await last.cleared.wait()  # a barge-in in progress: its clear goes out before our reply
+                await self._stop_reply(last)
+                if self._ending or self.turns[-1] is not last:
+                    continue  # the goodbye started meanwhile
+            self._start_turn(text, item)
 
     def _provider_error(self, provider: str, exc: Exception) -> None:
         reason = getattr(exc, "reason", type(exc).__name__)
         metrics.PROVIDER_ERRORS.labels(provider=provider, reason=reason).inc()
         log.warning("call %s: %s failed: %s", self.call_sid, provider, exc)
 
+    async def _call_timer(self) -> None:
+        """At ``max_call_s``: stop listening, say goodbye, hang up once it has played."""
+        await asyncio.sleep(max(0.0, self.settings.max_call_s - (self.clock() - self._started_mono)))
+        self._ending = True
+        self.preemption.drop("miss")
+        log.info("call %s: %.0f s limit reached, saying goodbye", self.call_sid, self.settings.max_call_s)
+        if self.turns:
+            last = self.turns[-1]
+            if last.replying() or last.pending_marks():
+                await self.barge_in(last)
+            await self._stop_reply(last)
+        turn = self._new_turn(None, "", self.clock(), 0.0)
+        task = self._start_reply(turn, _once(self.settings.goodbye_message))
+        await asyncio.wait({task})
+        wait_s = max(0.0, self.playback.end_s - self.clock()) + _GOODBYE_GRACE_S
+        try:
+            async with asyncio.timeout(wait_s):
+                while turn.pending_marks():
+                    self._marks_changed.clear()
+                    await self._marks_changed.wait()
+        except TimeoutError:
+            log.info("call %s: goodbye marks not echoed within %.1f s", self.call_sid, wait_s)
+        await self.hang_up("max_length")
+
     # --- replies ---------------------------------------------------------------------------------------
 
-    async def _speak_greeting(self) -> None:
-        if not self.settings.greeting:
-            return
-        turn = self._new_turn(None, "", time.monotonic(), 0.0)
-        await self._run_reply(turn, _once(self.settings.greeting))
-
-    def _start_turn(self, text: str, t_detect: float, endpointing_s: float) -> None:
-        preempt = self._take_preempt(text)
+    def _start_turn(self, text: str, end: _EndOfSpeech) -> None:
+        preempt = self.preemption.take(text, allowed=not self.agent.has_pending_events)
         user = self.agent.user_message(text)
-        turn = self._new_turn(user, text, t_detect, endpointing_s)
+        turn = self._new_turn(user, text, end.t_detect, end.endpointing_s)
         if self.softphone:
             self.side_event({"event": "hanmadi.transcript", "role": "caller", "text": user.content})
         if preempt is not None:
-            turn.preemptive = True
+            turn.preempt = preempt
+            turn.grounding = self.agent.ground(user) if self.agent.knowledge else None
             stream = preempt.replay()
         else:
-            stream = self.llm.stream(self.agent.messages_for(user))
-        stream = stall_guard(stream, self.settings.llm_timeout_s, self.llm.name)
-        self._reply_task = self._spawn(self._run_reply(turn, stream), "reply")
+            answer = self.agent.reply(self.llm, user)
+            turn.grounding = answer.grounding if self.agent.knowledge else None
+            stream = answer.chunks
+        self._start_reply(turn, stall_guard(stream, self.settings.llm_timeout_s, self.llm.name))
 
     def _new_turn(self, user: Message | None, heard: str, t_detect: float, endpointing_s: float) -> _Turn:
         turn = _Turn(
@@ -454,71 +503,96 @@ class CallSession:
         self.turns.append(turn)
         return turn
 
-    async def _run_reply(self, turn: _Turn, chunks: AsyncIterator[str]) -> None:
+    def _start_reply(self, turn: _Turn, chunks: AsyncIterator[str]) -> asyncio.Task[None]:
         listeners = [self._timeline_listener(turn)]
-        timeline = Timeline(t0=turn.t_detect, lang=self.settings.log_lang, logger=log, listeners=listeners)
-        reply = Reply(self.tts, TwilioSink(self, turn), self.engine_config, timeline)
-        self._reply = reply
+        timeline = Timeline(
+            t0=turn.t_detect, lang=self.settings.log_lang, logger=log, listeners=listeners, clock=self.clock
+        )
+        sink = TwilioSink(self.stream_sid, turn.index, self.send, lambda index, ulaw: self._sent(turn, index, ulaw))
+        turn.reply = Reply(self.tts, sink, self.engine_config, timeline)
+        turn.task = self._spawn(self._run_reply(turn, turn.reply, chunks), "reply")
+        return turn.task
+
+    async def _run_reply(self, turn: _Turn, reply: Reply, chunks: AsyncIterator[str]) -> None:
         try:
             report = await reply.run(chunks)
         except Exception:
-            # a bug or fault in this reply ends this reply only; the call goes on listening
+            # a fault in this reply (the socket went away mid-send) ends this reply only; what was said is kept
             log.exception("call %s: turn %d failed", self.call_sid, turn.index)
-            return
+            if reply.report is None:
+                return
+            report = reply.report
         finally:
-            if self._reply is reply:
-                self._reply = None
+            if turn.preempt is not None:
+                turn.preempt.cancel()  # the reply owned the preemptive LLM stream: it ends with the reply
         self._finish_reply(turn, report)
 
     def _finish_reply(self, turn: _Turn, report: TurnReport) -> None:
         turn.report = report
         for s in report.sentences:
-            sentence = turn.sentences.get(s.index)
-            if sentence is not None:
-                sentence.text = s.text
-        first = report.metrics.first_audio_s
-        if first is not None and turn.user is not None:  # the engine itself observes FIRST_RESPONSE
-            metrics.VOICE_TO_VOICE.observe(first + turn.endpointing_s)
-        heard = turn.heard_reply() if (turn.barge_in or report.cancelled) else report.spoken_text
-        self.agent.remember(turn.user, heard)
+            turn.sentence(s.index).text = s.text
+        observe_reply(
+            report,
+            tts=self.tts.name,
+            llm=self.llm.name,
+            answer=turn.user is not None,
+            endpointing_s=turn.endpointing_s,
+        )
+        self.agent.remember(turn.user, self._heard(turn))
         if self.softphone and report.spoken_text:
             self.side_event({"event": "hanmadi.transcript", "role": "agent", "text": report.spoken_text})
         if not turn.pending_marks():
             self._record_turn(turn)
 
-    async def _cancel_reply(self) -> None:
-        reply, task = self._reply, self._reply_task
-        if reply is not None:
-            await reply.cancel()
-        if task is not None and not task.done():
+    async def _stop_reply(self, turn: _Turn) -> None:
+        """Stop ``turn``'s reply (never another's) and let it hand back its report."""
+        if turn.reply is not None and not (turn.task is not None and turn.task.done()):
+            await turn.reply.cancel()
+        task = turn.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
             # After cancel() the engine's run() returns the cancelled report by itself; letting the task finish
             # records what the caller heard of this turn. Only a task that does not finish is cancelled outright.
             _, pending = await asyncio.wait({task}, timeout=_REPLY_SETTLE_S)
             if pending:
                 task.cancel()
                 await asyncio.wait({task})
-        self._reply_task = None
 
-    def account_playback(self, turn: _Turn, index: int, duration_s: float, chunk: AudioChunk) -> None:
-        """Model Twilio's playback: audio plays from when it arrives or when earlier audio ends."""
-        now = time.monotonic()
-        sentence = turn.sentences.setdefault(index, _Sentence(index))
-        last_end = max((s.play_end for t in self.turns for s in t.sentences.values()), default=0.0)
-        start = max(now, last_end)
-        if sentence.play_start is None:
-            sentence.play_start = start
-        sentence.play_end = start + duration_s
-        sentence.audio_s += duration_s
+    def _sent(self, turn: _Turn, index: int, ulaw: bytes) -> None:
+        """Audio of sentence ``index`` goes to Twilio now: place it on the playback clock and in the recording."""
+        duration_s = len(ulaw) / audio.SAMPLE_RATE
+        piece = self.playback.add_audio(self.clock(), duration_s, (turn.index, index))
+        turn.sentence(index).audio_s += duration_s
         if self.recording is not None:
-            self.recording.add_bot(
-                audio.ulaw_to_pcm_bytes(audio.pcm_to_telephone(chunk.pcm, chunk.sample_rate)),
-                start - self._started_mono,
-            )
+            self.recording.add_bot(audio.ulaw_to_pcm_bytes(ulaw), piece.start_s - self._started_mono)
+
+    def heard_reply(self, turn: _Turn) -> str:
+        """``turn``'s reply as the caller heard it: whole sentences played, the interrupted one cut where it
+        stopped (by the playback clock, which a ``clear`` truncates)."""
+        now = self.clock()
+        parts: list[str] = []
+        for index in sorted(turn.sentences):
+            s = turn.sentences[index]
+            heard = s.audio_s if s.played else self.playback.heard_s((turn.index, index), now)
+            if s.audio_s > 0 and heard >= s.audio_s - 0.02:
+                parts.append(s.text)
+                continue
+            if heard > 0 and s.audio_s > 0:
+                cut = round(len(s.text) * heard / s.audio_s)
+                if cut > 0:
+                    parts.append(s.text[:cut] + "…")
+            break
+        return " ".join(parts)
+
+    def _heard(self, turn: _Turn) -> str:
+        report = turn.report
+        if report is None:
+            return ""
+        return self.heard_reply(turn) if (turn.barge_in or report.cancelled) else report.spoken_text
 
     def _timeline_listener(self, turn: _Turn) -> Callable[[TimelineEvent], None]:
         def listener(event: TimelineEvent) -> None:
             if event.kind == "sentence" and event.index is not None:
-                turn.sentences.setdefault(event.index, _Sentence(event.index)).text = event.text
+                turn.sentence(event.index).text = event.text
             if self.softphone and event.kind != "chunk_sent":
                 line = format_event(event, self.settings.log_lang)
                 self.side_event(
@@ -528,30 +602,34 @@ class CallSession:
         return listener
 
     def _record_turn(self, turn: _Turn) -> None:
-        if turn.recorded or turn.report is None or self.recorder is None:
+        if turn.recorded or turn.report is None:
             return
         turn.recorded = True
         report = turn.report
-        first = report.metrics.first_audio_s
-        heard = turn.heard_reply() if (turn.barge_in or report.cancelled) else report.spoken_text
-        self.recorder.turn_finished(
-            TurnRecord(
-                call_sid=self.call_sid,
-                index=turn.index,
-                started_at=turn.started_at,
-                ended_at=datetime.now(UTC),
-                heard_text=turn.heard_text,
-                generated_text=" ".join(s.text for s in report.sentences),
-                spoken_text=heard,
-                barge_in=turn.barge_in,
-                dtmf=turn.dtmf,
-                first_audio_s=first,
-                voice_to_voice_s=(first + turn.endpointing_s) if first is not None and turn.user else None,
-                total_s=report.metrics.total_s,
-                metrics={**report.metrics.to_dict(), "preemptive": turn.preemptive},
-                events=_stored_events(report.events),
+        if self.recorder is not None:
+            first = report.metrics.first_audio_s
+            self.recorder.turn_finished(
+                TurnRecord(
+                    call_sid=self.call_sid,
+                    index=turn.index,
+                    started_at=turn.started_at,
+                    ended_at=datetime.now(UTC),
+                    heard_text=turn.heard_text,
+                    generated_text=" ".join(s.text for s in report.sentences),
+                    spoken_text=self._heard(turn),
+                    barge_in=turn.barge_in,
+                    dtmf=turn.dtmf,
+                    first_audio_s=first,
+                    voice_to_voice_s=(first + turn.endpointing_s) if first is not None and turn.user else None,
+                    total_s=report.metrics.total_s,
+                    metrics={
+                        **report.metrics.to_dict(),
+                        "preemptive": turn.preempt is not None,
+                        **({"knowledge": turn.grounding.to_dict()} if turn.grounding else {}),
+                    },
+                    events=stored_events(report.events),
+                )
             )
-        )
 
     # --- outbound ----------------------------------------------------------------------------------------
 
@@ -565,27 +643,21 @@ class CallSession:
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         """Start a task owned by this call: cancelled when the call ends, never outliving it."""
-        task = self._tg.create_task(coro, name=f"{what}:{self.call_sid}")
+        task = self._tg.create_task(self._guarded(coro, what), name=f"{what}:{self.call_sid}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
+    async def _guarded(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Run one call task; a crash is a bug: logged with its traceback, counted, and the call ends."""
+        try:
+            await coro
+        except Exception:
+            log.exception("call %s: %s task crashed", self.call_sid, what)
+            metrics.CALL_CRASHES.labels(task=what).inc()
+            self.end_reason = "error"
+            await self.hang_up("error", _CLOSE_ERROR)
 
 
 async def _once(text: str) -> AsyncIterator[str]:
     yield text
-
-
-def _stored_events(events: list[TimelineEvent]) -> list[dict[str, Any]]:
-    """The timeline to keep: every event but per-chunk sends, of which only each sentence's first is kept."""
-    kept: list[dict[str, Any]] = []
-    first_chunk_seen: set[int | None] = set()
-    for event in events:
-        if event.kind == "chunk_sent":
-            if event.index in first_chunk_seen:
-                continue
-            first_chunk_seen.add(event.index)
-        kept.append(event.to_dict())
-    return kept

@@ -8,9 +8,12 @@ repository returns to the API and the pages. Phone numbers never reach the datab
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypedDict
+
+from hanmadi.engine.timeline import TimelineEvent
 
 CallStatus = Literal["active", "completed", "failed"]
 CALL_STATUSES: tuple[CallStatus, ...] = ("active", "completed", "failed")
@@ -58,6 +61,20 @@ class TurnRecord:
     total_s: float | None
     metrics: dict[str, Any]
     events: list[dict[str, Any]]
+
+
+def stored_events(events: Iterable[TimelineEvent]) -> list[dict[str, Any]]:
+    """The part of a turn's timeline worth keeping: every event but per-chunk sends, of which only each
+    sentence's first is kept (it dates the sentence's first audio)."""
+    kept: list[dict[str, Any]] = []
+    first_chunk_seen: set[int | None] = set()
+    for event in events:
+        if event.kind == "chunk_sent":
+            if event.index in first_chunk_seen:
+                continue
+            first_chunk_seen.add(event.index)
+        kept.append(event.to_dict())
+    return kept
 
 
 @dataclass(frozen=True, slots=True)
