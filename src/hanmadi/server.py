@@ -10,6 +10,8 @@ import contextlib
 import logging
 import signal
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from hanmadi import metrics
 from hanmadi.api import api_router
 from hanmadi.call import CallSession
 from hanmadi.config import Settings
+from hanmadi.knowledge import KnowledgeError, KnowledgeSource, knowledge_watch, source_from_settings
 from hanmadi.providers.base import LLM, STT, TTS
 from hanmadi.providers.registry import make_llm, make_stt, make_tts
 from hanmadi.store.writer import Recorder
@@ -54,10 +57,20 @@ class AppState:
     calls: dict[str, CallSession] = field(default_factory=dict)
     draining: bool = False
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while no call is active
-    pending: int = 0  # webhooks answered whose stream has not connected yet
+    # calls admitted by the webhook whose stream has not started yet: CallSid -> when the admission lapses
+    pending: dict[str, float] = field(default_factory=dict)
+    knowledge: KnowledgeSource | None = None  # HANMADI_KNOWLEDGE_FILE, reloaded while the server runs
 
     def at_capacity(self) -> bool:
-        return len(self.calls) >= self.settings.max_calls
+        """A call counts from its webhook to its hang-up: admitted-but-not-yet-streaming calls hold a place."""
+        now = time.monotonic()
+        for sid in [sid for sid, until in self.pending.items() if until <= now]:
+            del self.pending[sid]  # the stream never came (its token has expired)
+        return len(self.calls) + len(self.pending) >= self.settings.max_calls
+
+    def admit(self, call_sid: str) -> None:
+        """Hold a place for ``call_sid`` until its stream starts or its stream token expires."""
+        self.pending[call_sid] = time.monotonic() + self.settings.stream_token_ttl_s
 
 
 def build_providers(settings: Settings) -> Providers:
@@ -75,11 +88,16 @@ def create_app(
     """The hanmadi ASGI app. Providers and the recorder are built from settings unless given."""
     if not settings.auth_token() and not settings.dev:
         raise RuntimeError("HANMADI_TWILIO_AUTH_TOKEN is not set: refusing to start (use --dev for local testing)")
+    try:
+        knowledge = source_from_settings(settings.knowledge_file)
+    except KnowledgeError as exc:
+        raise RuntimeError(f"HANMADI_KNOWLEDGE_FILE: {exc}") from exc
     state = AppState(
         settings=settings,
         providers=providers or build_providers(settings),
         recorder=recorder if recorder is not None else (Recorder(settings.database_url) if use_recorder else None),
         tokens=tw.StreamTokens(settings.auth_token(), settings.stream_token_ttl_s),
+        knowledge=knowledge,
     )
 
     @asynccontextmanager
@@ -91,11 +109,21 @@ def create_app(
         if state.recorder is not None:
             await state.recorder.start()
         try:
-            yield
+            async with knowledge_watch(state.knowledge, state.settings.knowledge_poll_s):
+                yield
         finally:
             await drain(state, state.settings.drain_timeout_s)
-            if state.recorder is not None:
-                await state.recorder.stop()
+            try:
+                for provider in (state.providers.stt, state.providers.llm, state.providers.tts):
+                    aclose = getattr(provider, "aclose", None)
+                    if aclose is not None:
+                        try:
+                            await aclose()
+                        except Exception as exc:  # one provider failing to close must not keep the others open
+                            log.warning("provider %s did not close cleanly: %s", provider.name, exc)
+            finally:
+                if state.recorder is not None:
+                    await state.recorder.stop()
 
     app = FastAPI(title="hanmadi", version="0.1.0", lifespan=lifespan)
     app.state.hanmadi = state
@@ -149,12 +177,13 @@ async def answer_webhook(state: AppState, request: Request) -> Response:
     if not call_sid:
         metrics.WEBHOOKS_REJECTED.labels(reason="missing_callsid").inc()
         return PlainTextResponse("CallSid missing", status_code=400)
-    if state.draining or state.at_capacity():
+    if state.draining or (call_sid not in state.pending and state.at_capacity()):
         reason = "draining" if state.draining else "busy"
         metrics.CALLS_REJECTED.labels(reason=reason).inc()
         log.info("call %s refused: %s", call_sid, reason)
         return _twiml(tw.busy_twiml(settings.busy_message))
     base = settings.public_url or str(request.base_url).rstrip("/")
+    state.admit(call_sid)
     parameters = {"token": state.tokens.issue(call_sid)}
     for key in ("From", "To"):
         if params.get(key):
@@ -168,6 +197,10 @@ class _WsTransport:
 
     async def send_text(self, data: str) -> None:
         await self.ws.send_text(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            await self.ws.close(code=code, reason=reason)
 
 
 async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
@@ -196,7 +229,18 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
     try:
         while True:
             try:
-                message = await ws.receive()
+                async with asyncio.timeout(settings.receive_timeout_s):
+                    message = await ws.receive()
+            except TimeoutError:
+                # Twilio sends a frame every 20 ms: a silent socket is a dead call
+                end_reason = "receive_timeout"
+                log.warning(
+                    "call %s: nothing received for %.0f s, ending the call",
+                    session.call_sid if session else "-",
+                    settings.receive_timeout_s,
+                )
+                await close("receive timeout")
+                break
             except (WebSocketDisconnect, RuntimeError):
                 break
             if message["type"] == "websocket.disconnect":
@@ -245,8 +289,16 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                     start=event,
                     recorder=state.recorder,
                     softphone=event.custom_parameters.get("softphone") == "1",
+                    knowledge=state.knowledge,
                 )
-                await stack.enter_async_context(session)
+                state.pending.pop(event.call_sid, None)
+                try:
+                    await stack.enter_async_context(session)
+                except Exception:  # logged, counted and recorded by the session (end_reason stt_failed)
+                    session = None
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=1011, reason="call could not start")
+                    return
                 state.calls[event.call_sid] = session
                 state.idle.clear()
                 if settings.dev and not token:
@@ -299,7 +351,14 @@ class DrainingServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
+        """SIGTERM and SIGINT start the (draining) shutdown through uvicorn's public ``handle_exit``; once it is
+        done the process exits 0 — uvicorn's own handler would raise the signal again and die by it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals can only be handled in the main thread (tests run the server in a thread)
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
             yield
-            # SIGTERM was handled (drained, shut down): exit 0. uvicorn would raise it again and die by the signal.
-            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
