@@ -82,6 +82,7 @@ def engine_config(settings: Settings) -> EngineConfig:
 class _EndOfSpeech:
     t_detect: float
     endpointing_s: float
+    end_rule: str = "default"  # which silence ended the turn (turn.EndRule): "final" is the Korean early end
 
 
 @dataclass
@@ -105,6 +106,7 @@ class _Turn:
     task: asyncio.Task[None] | None = None
     report: TurnReport | None = None
     preempt: PreemptiveAnswer | None = None  # answered from an LLM stream started at the caller's pause
+    end_rule: str = "default"
     grounding: Grounding | None = None  # which knowledge entries the answer drew on
     barge_in: bool = False
     cleared: asyncio.Event = field(default_factory=asyncio.Event)  # set once a barge-in has sent its clear
@@ -352,7 +354,7 @@ class CallSession:
         # (the partial transcript is reset when the STT finalizes a turn, not here: it may already be ahead of the VAD)
         if isinstance(event, SpeechStopped):
             endpointing_s = (self.detector.now_ms - event.end_ms) / 1000
-            self._audio_q.put_nowait(_EndOfSpeech(self.clock(), endpointing_s))
+            self._audio_q.put_nowait(_EndOfSpeech(self.clock(), endpointing_s, event.rule))
             self._barged_this_utterance = False
 
     def bot_speaking(self) -> bool:
@@ -477,6 +479,7 @@ class CallSession:
         preempt = self.preemption.take(text, allowed=not self.agent.has_pending_events)
         user = self.agent.user_message(text)
         turn = self._new_turn(user, text, end.t_detect, end.endpointing_s)
+        turn.end_rule = end.end_rule
         if self.softphone:
             self.side_event({"event": "hanmadi.transcript", "role": "caller", "text": user.content})
         if preempt is not None:
@@ -625,6 +628,7 @@ class CallSession:
                     metrics={
                         **report.metrics.to_dict(),
                         "preemptive": turn.preempt is not None,
+                        "end_rule": turn.end_rule,
                         **({"knowledge": turn.grounding.to_dict()} if turn.grounding else {}),
                     },
                     events=stored_events(report.events),
