@@ -135,3 +135,21 @@ async def test_a_closed_stream_refuses_audio(stt: VoskSTT) -> None:
 async def test_a_missing_model_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         await VoskSTT(model_path=tmp_path).open()
+
+
+async def test_the_recognizer_is_built_off_the_event_loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """p9: ``KaldiRecognizer`` (~100 ms of CPU) was built on the event loop at every call start."""
+    import threading
+
+    from hanmadi.providers.local import vosk_stt
+
+    built_on: list[threading.Thread] = []
+
+    def recognizer(model: object, rate: int) -> object:
+        built_on.append(threading.current_thread())
+        return object()
+
+    monkeypatch.setitem(vosk_stt._models, tmp_path, object())
+    monkeypatch.setattr(vosk_stt.vosk, "KaldiRecognizer", recognizer)
+    await vosk_stt.VoskSTT(model_path=tmp_path).open(8000)
+    assert built_on and built_on[0] is not threading.main_thread()

@@ -182,7 +182,8 @@ class VoskSTT:
         """A recognizer for one call, fed ``sample_rate`` PCM16 mono."""
         model = await self._model()
         try:
-            recognizer = vosk.KaldiRecognizer(model, sample_rate)
+            # building a recognizer takes ~100 ms of CPU: off the event loop, or every call start stalls the others
+            recognizer = await asyncio.to_thread(vosk.KaldiRecognizer, model, sample_rate)
         except Exception as exc:
             raise ProviderError("local", "stt_open", str(exc)) from exc
         return VoskStream(recognizer, sample_rate, self.block_ms)
