@@ -4,7 +4,8 @@ Voice-to-voice is measured by the caller: from the last frame of its own speech 
 receives. The breakdown comes from the server's timeline of each turn (stored with the call records):
 endpointing (silence the turn detector waited), stt_final (end of speech detected -> final transcript), llm_first
 sentence (pipeline start -> first complete sentence), tts_first_audio (sentence -> its first audio sent), send
-(first audio handed to the socket -> done).
+(first audio handed to the socket -> done). ``end_of_turn`` counts which silence ended each caller turn; its
+``final`` share (``korean_early_share``) is the turns ended early by a Korean sentence-final ending.
 """
 
 from __future__ import annotations
@@ -64,10 +65,13 @@ async def run_e2e(settings: Settings, *, turns: int, console: Console) -> dict[s
     measured = [t.first_audio_ms for t in result.turns if t.first_audio_ms is not None]
     parts: dict[str, list[float]] = {}
     preemptive_hits = 0
+    end_rules = {"final": 0, "connective": 0, "default": 0}
     for turn in detail.turns if detail else []:
         if turn.index == 0:
             continue  # the greeting has no caller speech before it
         preemptive_hits += bool(turn.metrics.get("preemptive"))
+        rule = str(turn.metrics.get("end_rule", "default"))
+        end_rules[rule] = end_rules.get(rule, 0) + 1
         split = breakdown(turn)
         for key, value in (split or {}).items():
             parts.setdefault(key, []).append(value)
@@ -79,6 +83,9 @@ async def run_e2e(settings: Settings, *, turns: int, console: Console) -> dict[s
         "providers": {"stt": settings.stt, "llm": settings.llm, "tts": settings.tts},
         "preemptive_generation": settings.preemptive_generation,
         "preemptive_hits": preemptive_hits,
+        # which silence ended the caller's turns; "final" = ended early by the Korean rule (…요, …니다, …까, ?)
+        "end_of_turn": end_rules,
+        "korean_early_share": round(end_rules["final"] / n_rules, 3) if (n_rules := sum(end_rules.values())) else None,
         "call_sid": result.call_sid,
     }
 
