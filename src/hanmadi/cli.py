@@ -259,5 +259,38 @@ def doctor(
         raise typer.Exit(1)
 
 
+@bench_app.command("stt")
+def bench_stt(
+    audio_dir: Annotated[Path, typer.Option("--audio", help="directory of 16-bit WAV recordings")],
+    refs: Annotated[Path, typer.Option("--refs", help='JSON {"<file stem>": "<reference text>"}')],
+    stt: Annotated[str | None, typer.Option("--stt", help="STT provider (default: HANMADI_STT)")] = None,
+    phone: Annotated[bool, typer.Option("--phone", help="first pass the audio through 8 kHz mu-law")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Character error rate and final-transcript latency of a recogniser over recordings with references."""
+    from hanmadi.bench.stt import BenchError, run_stt_bench
+    from hanmadi.providers.base import ConfigError, ProviderError
+    from hanmadi.providers.registry import make_stt
+
+    settings = _settings(stt=stt)
+    try:
+        recogniser = make_stt(settings)
+        result = asyncio.run(
+            run_stt_bench(recogniser, audio_dir, refs, phone=phone, pause_ms=settings.endpointing_final_ms)
+        )
+    except (BenchError, ConfigError, ProviderError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if json_out:
+        _print_json(result)
+        return
+    console.print(f"{result['provider']}: {result['files']} files, CER {result['cer']}, phone={result['phone']}")
+    latency = result["final_latency_ms"]
+    console.print(f"final transcript: p50 {latency['p50']} ms, p95 {latency['p95']} ms")
+    console.print(f"event loop lag: {result['loop_lag_ms']} ms")
+    for row in result["per_file"]:
+        console.print(f"  {row['file']}: CER {row['cer']}  {row['text']}")
+
+
 if __name__ == "__main__":
     app()
