@@ -259,6 +259,102 @@ def doctor(
         raise typer.Exit(1)
 
 
+def _knowledge_source(path: Path | None) -> Any:
+    """The knowledge of ``path`` (or ``None``); a file that cannot be used is a clear error, exit 2."""
+    from hanmadi.knowledge import KnowledgeError, source_from_settings
+
+    try:
+        return source_from_settings(path)
+    except KnowledgeError as exc:
+        console.print(f"[red]bad knowledge file:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+async def _warm_llm(settings: Settings) -> Any:
+    from hanmadi.providers.base import ConfigError
+    from hanmadi.providers.registry import make_llm
+
+    try:
+        llm = make_llm(settings)
+    except ConfigError as exc:
+        console.print(f"[red]cannot build the LLM:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    warm_up = getattr(llm, "warm_up", None)
+    if warm_up is not None:
+        await warm_up()
+    return llm
+
+
+@app.command()
+def ask(
+    texts: Annotated[list[str], typer.Argument(help="what the caller says, one turn per argument")],
+    knowledge: Annotated[Path | None, typer.Option(help="knowledge file (default HANMADI_KNOWLEDGE_FILE)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the turns as JSON")] = False,
+) -> None:
+    """Talk to the agent in text: settings, knowledge, LLM and tools as in a call, without audio."""
+    from hanmadi.ask import ask as run_ask
+
+    _setup_logging("WARNING")
+    settings = _settings(knowledge_file=knowledge)
+    source = _knowledge_source(settings.knowledge_file)
+    _refuse_broken_local_llm(settings)
+
+    async def run() -> list[Any]:
+        return await run_ask(settings, texts, await _warm_llm(settings), source)
+
+    turns = asyncio.run(run())
+    if json_out:
+        _print_json({"turns": [t.to_dict() for t in turns]})
+        return
+    out = Console()
+    for turn in turns:
+        entries = ", ".join(f"#{h.index} {h.score:.2f}" for h in turn.grounding.hits)
+        out.print(f"[bold]고객:[/bold] {turn.caller}", highlight=False)
+        out.print(f"[bold]상담원:[/bold] {turn.reply}", highlight=False)
+        out.print(f"[dim]  {turn.grounding.mode}{' · ' + entries if entries else ''}[/dim]", highlight=False)
+
+
+@bench_app.command("knowledge")
+def bench_knowledge(
+    knowledge: Annotated[Path | None, typer.Option(help="knowledge file (default: the example restaurant's)")] = None,
+    paraphrases: Annotated[Path | None, typer.Option("--set", help="paraphrase set JSON (default: shipped)")] = None,
+    retrieval_only: Annotated[bool, typer.Option("--retrieval-only", help="no LLM: retrieval only")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Retrieval top-1 accuracy and answer accuracy (the reply has the key fact) over Korean paraphrases."""
+    from hanmadi.bench.knowledge import default_set_path, load_set, run_knowledge_bench
+    from hanmadi.knowledge import KnowledgeError, example_knowledge_path
+
+    _setup_logging("WARNING")
+    try:
+        path = knowledge or example_knowledge_path()
+    except KnowledgeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    settings = _settings(knowledge_file=path)
+    source = _knowledge_source(path)
+    cases = load_set(paraphrases or default_set_path())
+    if not retrieval_only:
+        _refuse_broken_local_llm(settings)
+
+    async def run() -> dict[str, Any]:
+        llm = None if retrieval_only else await _warm_llm(settings)
+        return await run_knowledge_bench(settings, source, cases, llm)
+
+    result = asyncio.run(run())
+    if json_out:
+        _print_json(result)
+        return
+    retrieved = result["retrieval"]
+    console.print(f"paraphrases: {result['paraphrases']} over {result['entries']} entries ({result['knowledge']})")
+    console.print(f"retrieval top-1: {retrieved['top1_accuracy']:.1%}  top-3: {retrieved['top3_accuracy']:.1%}")
+    console.print(f"query: p50 {retrieved['query_us']['p50']} µs, p95 {retrieved['query_us']['p95']} µs")
+    if "answer" in result:
+        answer = result["answer"]
+        console.print(f"answer accuracy ({result['llm']}): {answer['accuracy']:.1%} {answer['modes']}")
+        console.print(f"unknown questions declined: {result['unknown']['declined']}")
+
+
 @bench_app.command("stt")
 def bench_stt(
     audio_dir: Annotated[Path, typer.Option("--audio", help="directory of 16-bit WAV recordings")],

@@ -202,11 +202,11 @@ async def test_a_model_failure_is_a_provider_error() -> None:
 
 async def test_old_history_is_dropped_to_fit_the_context() -> None:
     model = ScriptedLlama(["네."])
-    llm = scripted(model, n_ctx=400, max_tokens=50)
+    llm = scripted(model, n_ctx=1000, max_tokens=50)
     history = [Message("user" if i % 2 else "assistant", f"{i}번째 말입니다. " * 5) for i in range(40)]
     [c async for c in llm.stream(history)]
     prompt = model.prompts[0]
-    assert len(prompt) // 2 <= 350
+    assert len(prompt) // 2 <= 950
     assert "39번째" in prompt and not re.search(r"(?<!\d)0번째", prompt)
 
 

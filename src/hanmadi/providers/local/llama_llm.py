@@ -40,31 +40,63 @@ AGENT: Final = "상담원:"
 STOP: Final = ["\n", CUSTOMER, AGENT]
 GENERATE_THREAD: Final = "llama-generate"
 
-# Replies that act on the request (a wish, a complaint, a question, a goodbye) — with fewer, the model often
-# just repeats the caller's sentence back.
+REFERENCE: Final = "참고:"
+NO_REFERENCE: Final = "(없음)"  # the agent's placeholder when nothing in the knowledge is relevant
+
+# Example exchanges, the model's only lesson in what an answer is. They act on the request (a wish, a complaint, a
+# question, a goodbye): with fewer, the model repeats the caller's sentence back. They mix accepting and declining:
+# with acceptances only it agreed to anything and made facts up ("네, 주차 가능합니다"); with declines only it
+# declines everything. A fact is stated only when a ``참고:`` line gives it, and then in the reference's words; a
+# question with no reference is declined honestly with a person offered.
 FEW_SHOT: Final = (
     (
+        "",
         "안녕하세요, 주문한 물건이 아직 안 왔어요.",
         "불편을 드려 죄송합니다. 주문 번호를 알려 주시면 바로 확인해 드릴게요.",
     ),
-    ("전화번호를 바꾸고 싶어요.", "네, 새 전화번호를 말씀해 주시면 바로 변경해 드리겠습니다."),
-    ("영업시간이 어떻게 되나요?", "평일 오전 아홉 시부터 오후 여섯 시까지 상담해 드립니다."),
-    ("결제가 두 번 된 것 같아요.", "확인해 보겠습니다. 결제하신 날짜를 알려 주시겠어요?"),
-    ("네, 알겠습니다. 고맙습니다.", "감사합니다. 좋은 하루 보내세요."),
+    (
+        "반품은 물건을 받으신 날부터 7일 안에 신청하실 수 있습니다.",
+        "반품은 언제까지 할 수 있어요?",
+        "반품은 물건을 받으신 날부터 7일 안에 신청하실 수 있습니다.",
+    ),
+    ("", "주말에도 배송이 되나요?", "죄송하지만 그 부분은 제가 잘 모르겠습니다. 담당 직원에게 확인해 드릴까요?"),
+    ("", "전화번호를 바꾸고 싶어요.", "네, 새 전화번호를 말씀해 주시면 바로 변경해 드리겠습니다."),
+    (
+        "고객센터는 평일 오전 9시부터 오후 6시까지 운영합니다.",
+        "상담은 몇 시까지 해요?",
+        "고객센터는 평일 오전 9시부터 오후 6시까지 운영합니다.",
+    ),
+    ("", "할인 쿠폰 같은 거 있어요?", "죄송하지만 할인 쿠폰은 제가 확인할 수 없습니다. 직원에게 연결해 드릴까요?"),
+    ("", "결제가 두 번 된 것 같아요.", "확인해 보겠습니다. 결제하신 날짜를 알려 주시겠어요?"),
+    ("", "네, 알겠습니다. 고맙습니다.", "감사합니다. 좋은 하루 보내세요."),
 )
 
 
-def build_prompt(persona: str, history: Sequence[Message]) -> str:
-    """The transcript the base model completes: persona, examples, the conversation, an open agent line."""
+def build_prompt(persona: str, history: Sequence[Message], reference: Sequence[str] = ()) -> str:
+    """The transcript the base model completes: persona, examples, the conversation, an open agent line.
+
+    ``reference`` (the knowledge for this turn) goes just before the caller's last line as ``참고:`` lines, the
+    way the examples show it.
+    """
     lines = [f"다음은 전화 상담 기록입니다. 상담원 지침: {_one_line(persona)}", ""]
-    for customer, agent in FEW_SHOT:
+    for ref, customer, agent in FEW_SHOT:
+        if ref:
+            lines.append(f"{REFERENCE} {ref}")
         lines += [f"{CUSTOMER} {customer}", f"{AGENT} {agent}"]
     lines.append("")
-    for message in history:
-        if message.role != "system" and (text := _one_line(message.content)):
-            lines.append(f"{CUSTOMER if message.role == 'user' else AGENT} {text}")
+    spoken = [m for m in history if m.role in ("user", "assistant") and _one_line(m.content)]
+    for i, message in enumerate(spoken):
+        if i == len(spoken) - 1 and message.role == "user":
+            lines += [f"{REFERENCE} {_one_line(ref)}" for ref in reference if _one_line(ref)]
+        lines.append(f"{CUSTOMER if message.role == 'user' else AGENT} {_one_line(message.content)}")
     lines.append(AGENT)
     return "\n".join(lines)
+
+
+def reference_lines(messages: Sequence[Message]) -> list[str]:
+    """The reference material in the system messages after the first (the persona): their ``- `` items."""
+    system = [m.content for m in messages if m.role == "system"][1:]
+    return [line[2:].strip() for text in system for line in text.splitlines() if line.startswith("- ")]
 
 
 def _one_line(text: str) -> str:
@@ -255,6 +287,8 @@ class LlamaLLM:
     """Gemma 270M on llama.cpp, driven as few-shot completion of a Korean phone transcript."""
 
     name = "local"
+    # a base model: the agent answers confident knowledge itself and checks the facts of what this model says
+    base_model = True
 
     def __init__(
         self,
@@ -319,11 +353,12 @@ class LlamaLLM:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 stop.set()
 
-        persona = " ".join(m.content for m in messages if m.role == "system") or self.system_prompt
+        persona = next((m.content for m in messages if m.role == "system"), "") or self.system_prompt
         history = [m for m in messages if m.role != "system"]
+        reference = [r for r in reference_lines(messages) if r != NO_REFERENCE]
         worker = threading.Thread(
             target=self._generate,
-            args=(model, persona, history, put, stop),
+            args=(model, persona, history, reference, put, stop),
             name=GENERATE_THREAD,
             daemon=True,
         )
@@ -343,6 +378,7 @@ class LlamaLLM:
         model: _SharedModel,
         persona: str,
         history: list[Message],
+        reference: list[str],
         put: Callable[[str | BaseException | None], None],
         stop: threading.Event,
     ) -> None:
@@ -354,7 +390,7 @@ class LlamaLLM:
                 tokens = cast(
                     "Generator[CreateCompletionStreamResponse, None, None]",
                     model.llama(
-                        self._fit(model.llama, persona, history),
+                        self._fit(model.llama, persona, history, reference),
                         max_tokens=self.max_tokens,
                         temperature=self.temperature,
                         repeat_penalty=1.1,
@@ -375,11 +411,11 @@ class LlamaLLM:
         except Exception as exc:
             put(exc)
 
-    def _fit(self, llama: Llama, persona: str, history: list[Message]) -> str:
+    def _fit(self, llama: Llama, persona: str, history: list[Message], reference: Sequence[str] = ()) -> str:
         """The prompt, without the oldest messages it takes to leave room for the answer."""
         budget = self.n_ctx - self.max_tokens
-        prompt = build_prompt(persona, history)
+        prompt = build_prompt(persona, history, reference)
         while history and len(llama.tokenize(prompt.encode(), add_bos=True)) > budget:
             history = history[1:]
-            prompt = build_prompt(persona, history)
+            prompt = build_prompt(persona, history, reference)
         return prompt
