@@ -86,6 +86,18 @@ async def test_finalize_resets_for_the_next_turn(stt: VoskSTT, speech: bytes) ->
     assert second.audio_s > first.audio_s
 
 
+async def test_reset_forgets_the_turn_without_a_final(stt: VoskSTT, speech: bytes) -> None:
+    stream = await stt.open()
+    try:
+        partials = await push_all(stream, speech)
+        await stream.reset()  # the Whisper final pass makes the transcript: Vosk only starts the next turn
+        after = await stream.finalize()
+    finally:
+        await stream.aclose()
+    assert partials and HANGUL.search(partials[-1].text)
+    assert after.text == ""
+
+
 async def test_decoding_runs_off_the_event_loop(stt: VoskSTT, speech: bytes) -> None:
     gaps: list[float] = []
 

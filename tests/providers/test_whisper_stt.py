@@ -51,6 +51,7 @@ class ScriptedPartials:
     def __init__(self) -> None:
         self.pushed = 0
         self.finalized = 0
+        self.resets = 0
         self.closed = False
 
     async def push(self, pcm: bytes) -> list[Transcript]:
@@ -60,6 +61,9 @@ class ScriptedPartials:
     async def finalize(self) -> Transcript:
         self.finalized += 1
         return Transcript("대충 들은 말", is_final=True)
+
+    async def reset(self) -> None:
+        self.resets += 1
 
     async def aclose(self) -> None:
         self.closed = True
@@ -150,7 +154,7 @@ async def test_a_pause_starts_the_final_pass_which_the_turn_end_keeps(
     assert len(gate.lengths) == 1 and stream.stats.kept == 1
     # the pass heard the voice with 300 ms before it and the pause after it, at 16 kHz
     assert gate.lengths[0] == 16 * (300 + 800 + 200)
-    assert partials.finalized == 1  # Vosk was reset for the next turn too
+    assert (partials.resets, partials.finalized) == (1, 0)  # Vosk reset for the next turn, its final not decoded
 
 
 async def test_a_caller_who_resumes_drops_the_speculative_pass(gate: GatedTranscriber, worker: PassWorker) -> None:
@@ -166,6 +170,22 @@ async def test_a_caller_who_resumes_drops_the_speculative_pass(gate: GatedTransc
     assert final.text == f"{gate.lengths[-1]} samples"
     assert gate.lengths[-1] > gate.lengths[0]
     assert stream.stats.unspeculated == 1
+
+
+async def test_a_finished_speculative_pass_is_the_partial_the_turn_detector_reads(
+    gate: GatedTranscriber, worker: PassWorker
+) -> None:
+    stream = WhisperStream(ScriptedPartials(), worker, speculative_pause_ms=200)
+    await push_ms(stream, silence(200) + voiced(800) + silence(200))
+    await started(gate)
+    gate.release.set()
+    await asyncio.wrap_future(stream._speculative.future)  # type: ignore[union-attr]
+    results = await stream.push(silence(20))
+    # Whisper's words, stamped with the stream time of the end of the voice they cover
+    assert results == [Transcript(f"{gate.lengths[0]} samples", is_final=False, audio_s=1.0)]
+    assert await stream.push(silence(20)) == []  # Vosk's rougher partials stay back while the caller is silent
+    await push_ms(stream, voiced(100))
+    assert (await stream.push(voiced(20)))[0].text == "대충"  # the caller resumed: Vosk again
 
 
 async def test_a_dropped_pass_still_queued_never_runs(gate: GatedTranscriber, worker: PassWorker) -> None:
@@ -278,3 +298,16 @@ async def test_the_model_transcribes_a_turn_in_korean_off_the_loop(loaded: Whisp
     # espeak's Korean is not speech Whisper can read (the CER 0.9): only the mechanics are checked here
     assert final.is_final and isinstance(final.text, str)
     assert loaded.stats.kept + loaded.stats.unspeculated >= 1
+
+
+def test_the_registry_names_the_accurate_and_the_fast_recogniser(tmp_path: Path) -> None:
+    from hanmadi.config import Settings
+    from hanmadi.providers.local.vosk_stt import VoskSTT
+    from hanmadi.providers.registry import make_stt
+
+    base = {"llm": "simulated", "tts": "simulated", "model_cache_dir": tmp_path, "_env_file": None}
+    local = make_stt(Settings(stt="local", whisper_threads=1, stt_speculative_pause_ms=120, **base))  # type: ignore[arg-type]
+    assert isinstance(local, WhisperSTT) and local.name == "local"
+    assert (local.cache_dir, local.threads, local.speculative_pause_ms) == (tmp_path, 1, 120)
+    vosk = make_stt(Settings(stt="vosk", **base))  # type: ignore[arg-type]
+    assert isinstance(vosk, VoskSTT) and vosk.name == "vosk"

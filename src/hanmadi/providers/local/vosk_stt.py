@@ -103,6 +103,19 @@ class VoskStream:
         self._last_partial = ""
         return Transcript(text, is_final=True, audio_s=self.audio_s)
 
+    async def reset(self) -> None:
+        """Forget the turn without decoding its end (when another recogniser makes the final transcript)."""
+        self._pending.clear()
+        self._last_partial = ""
+        async with self._order:
+            await self._in_thread(self._reset)
+
+    def _reset(self) -> None:
+        with self._guard:
+            if self._recognizer is not None:
+                self._recognizer.Reset()
+            self._segments = []
+
     async def aclose(self) -> None:
         """Free the recognizer (waiting for a block being decoded)."""
         self._pending.clear()

@@ -255,8 +255,10 @@ class Pass:
     owner: Hashable
     audio: np.ndarray
     voice_end: int  # byte offset in the turn's 8 kHz audio of the end of the voice this pass covers
+    voice_end_s: float = 0.0  # the same point in stream time (seconds since the stream opened)
     future: concurrent.futures.Future[str] = field(default_factory=concurrent.futures.Future)
     dropped: threading.Event = field(default_factory=threading.Event)
+    reported: bool = False  # its text was handed out as a partial
 
 
 class PassWorker:
@@ -268,8 +270,8 @@ class PassWorker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, owner: Hashable, audio: np.ndarray, voice_end: int) -> Pass:
-        job = Pass(owner, audio, voice_end)
+    def submit(self, owner: Hashable, audio: np.ndarray, voice_end: int, voice_end_s: float = 0.0) -> Pass:
+        job = Pass(owner, audio, voice_end, voice_end_s)
         self._queue.put(owner, job)
         return job
 
@@ -471,9 +473,11 @@ class WhisperStream:
         self._audio = bytearray()  # this turn's audio (trimmed before the voice and past _MAX_UTTERANCE_S)
         self._voice_start: int | None = None  # byte offsets into _audio
         self._voice_end = 0
+        self._voice_end_s = 0.0
         self._voiced_ms = 0
         self._silence_ms = 0
         self._fed_bytes = 0
+        self._framed_bytes = 0  # stream bytes that went through the VAD (whole frames)
         self._speculative: Pass | None = None
         self._closed = False
 
@@ -487,7 +491,12 @@ class WhisperStream:
         return self._speculative is not None
 
     async def push(self, pcm: bytes) -> list[Transcript]:
-        """Buffer ``pcm`` for the final pass (speculating at pauses); return Vosk's partials."""
+        """Buffer ``pcm`` for the final pass (speculating at pauses); return the partials.
+
+        Vosk's partials, until a speculative pass has finished while the caller is still silent: then its text
+        (Whisper's, far closer to the words) is the partial, and Vosk's are held back until the caller resumes —
+        the turn detector reads the words' ending from it (Korean end-of-turn).
+        """
         if self._closed:
             raise ProviderError("local", "stt_closed", "the recognizer was closed")
         self._fed_bytes += len(pcm)
@@ -496,14 +505,25 @@ class WhisperStream:
             frame = bytes(self._pending[: self._frame_bytes])
             del self._pending[: self._frame_bytes]
             self._on_frame(frame)
-        return await self._partials.push(pcm)
+        partials = await self._partials.push(pcm)
+        spec = self._speculative
+        if spec is None:
+            return partials
+        if not spec.reported and spec.future.done():
+            text = "" if spec.future.cancelled() or spec.future.exception() else spec.future.result()
+            if text:
+                spec.reported = True
+                return [Transcript(text, is_final=False, audio_s=spec.voice_end_s)]
+        return [] if spec.reported else partials
 
     def _on_frame(self, frame: bytes) -> None:
         self._audio += frame
+        self._framed_bytes += len(frame)
         if self._vad.is_speech(frame):
             if self._voice_start is None:
                 self._voice_start = len(self._audio) - len(frame)
             self._voice_end = len(self._audio)
+            self._voice_end_s = self._framed_bytes / 2 / self.sample_rate
             self._voiced_ms += FRAME_MS
             self._silence_ms = 0
             if self._speculative is not None:  # the caller resumed: that pass heard too little
@@ -543,7 +563,7 @@ class WhisperStream:
 
     def _submit(self) -> Pass:
         samples, voice_end = self._window()
-        return self._worker.submit(id(self), samples, voice_end)
+        return self._worker.submit(id(self), samples, voice_end, self._voice_end_s)
 
     def _drop_speculative(self) -> None:
         if self._speculative is not None:
@@ -571,9 +591,12 @@ class WhisperStream:
                 job = self._submit()
             self._speculative = None
         try:
-            rough = await self._partials.finalize()  # resets Vosk for the next turn while Whisper works
-            if job is None:
+            if job is None:  # no voice for Whisper: Vosk's final (usually nothing) is the turn's text
+                rough = await self._partials.finalize()
                 return Transcript(rough.text, is_final=True, audio_s=self.audio_s)
+            # Vosk starts the next turn without decoding this one's end: the CPU is Whisper's
+            reset = getattr(self._partials, "reset", None)
+            await (reset() if reset is not None else self._partials.finalize())
             try:
                 text = await asyncio.wrap_future(job.future)
             except ProviderError:
