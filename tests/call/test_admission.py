@@ -6,9 +6,9 @@ import asyncio
 
 import httpx
 from call_harness import call_settings
-from loopback_support import twilio_signature
 
 from hanmadi.server import create_app
+from loopback_support import twilio_signature
 
 BASE = "http://hanmadi.test"
 
