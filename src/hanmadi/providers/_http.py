@@ -1,9 +1,13 @@
 """What every vendor module shares: failure reasons, the retry rule, streamed HTTP bodies, WAV parsing.
 
-One rule for all vendors: a request is retried once, and only before any byte of the answer has been handed to
-the caller — on a connection failure, or on a 429/5xx answer whose ``Retry-After`` (if any) fits under a small
-cap. Every failure leaves as ``ProviderError(provider, reason)`` with a reason from ``REASONS`` and increments
-``PROVIDER_ERRORS`` once.
+Vendors classify, they do not count: every failure leaves as ``ProviderError(provider, reason)`` with a reason
+from ``REASONS``, and the call layer counts it once where it surfaces (``PROVIDER_ERRORS``). Only a failure the
+vendor recovers from by itself (a reconnect) is counted here, with :func:`count_failure`.
+
+Retries: a TTS request is never retried here — the engine retries a sentence (``tts_retries``), so one layer
+decides. LLM and STT requests (which nothing above retries) may be retried once (``retries=1``), only before any
+byte of the answer has been handed on — on a connection failure, or a 429/5xx whose ``Retry-After`` (if any) fits
+under a small cap.
 """
 
 from __future__ import annotations
@@ -34,14 +38,14 @@ _ERROR_BODY_CHARS = 300
 
 
 def count_failure(provider: str, reason: str, message: str = "") -> None:
-    """Count and log a provider failure (one line, one metric increment)."""
+    """Count and log a failure the vendor recovered from by itself (it never surfaces to be counted above)."""
     PROVIDER_ERRORS.labels(provider=provider, reason=reason).inc()
     log.warning("provider %s failed: %s%s", provider, reason, f" ({message})" if message else "")
 
 
 def fail(provider: str, reason: str, message: str = "") -> ProviderError:
-    """Count and log a provider failure; return the exception for the caller to raise."""
-    count_failure(provider, reason, message)
+    """Classify a provider failure: the exception to raise (whoever it surfaces to logs and counts it once)."""
+    log.debug("provider %s failed: %s%s", provider, reason, f" ({message})" if message else "")
     return ProviderError(provider, reason, message)
 
 
@@ -140,7 +144,7 @@ async def stream_bytes(
     build: Callable[[], httpx.Request],
     timeout_s: float,
     *,
-    retries: int = 1,
+    retries: int = 0,
 ) -> AsyncIterator[bytes]:
     """Send a request and yield its body as it arrives.
 
@@ -176,7 +180,7 @@ async def read_body(
     build: Callable[[], httpx.Request],
     timeout_s: float,
     *,
-    retries: int = 1,
+    retries: int = 0,
 ) -> bytes:
     """The whole body of a request's answer, with the rules of ``stream_bytes``."""
     body = bytearray()

@@ -351,7 +351,7 @@ class OpenAISTT:
                 files={"file": ("turn.wav", wav, "audio/wav")},
             )
 
-        body = await read_body(self._client, PROVIDER, request, self.timeout_s)
+        body = await read_body(self._client, PROVIDER, request, self.timeout_s, retries=1)
         try:
             reply = json.loads(body)
             text = reply["text"]
