@@ -661,6 +661,7 @@ class KnowledgeSource:
         self.path = path
         self.current = loaded
         self._stamp = self._file_stamp()
+        self.sighup_installed = False  # while watching() in the main thread
         metrics.KNOWLEDGE_ITEMS.set(len(loaded.knowledge.entries) + len(loaded.knowledge.facts))
 
     @classmethod
@@ -734,12 +735,11 @@ class KnowledgeSource:
             return
         loop = asyncio.get_running_loop()
         hup = asyncio.Event()
-        handler_installed = False
         sighup = getattr(signal, "SIGHUP", None)
         if sighup is not None:
             try:
                 loop.add_signal_handler(sighup, hup.set)
-                handler_installed = True
+                self.sighup_installed = True
             except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no signals here
                 log.debug("knowledge: SIGHUP reload not available in this thread; file changes are still watched")
         try:
@@ -750,8 +750,9 @@ class KnowledgeSource:
                 finally:
                     task.cancel()
         finally:
-            if handler_installed and sighup is not None:
+            if self.sighup_installed and sighup is not None:
                 loop.remove_signal_handler(sighup)
+                self.sighup_installed = False
 
     async def _watch(self, hup: asyncio.Event, poll_s: float) -> None:
         while True:

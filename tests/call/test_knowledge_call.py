@@ -1,0 +1,51 @@
+"""A call answering from the knowledge file: what the caller hears and what the turn record keeps."""
+
+from __future__ import annotations
+
+from call_harness import AnswersLLM, CallHarness
+
+from hanmadi.agent import grounding_config
+from hanmadi.knowledge import KnowledgeSource, example_knowledge_path
+from hanmadi.providers.simulated import SimulatedSTT
+from hanmadi.store.records import CallEnd, CallStart, TurnRecord
+
+
+class Records:
+    """Stands in for the store's Recorder: keeps what the call recorded."""
+
+    def __init__(self) -> None:
+        self.turns: list[TurnRecord] = []
+
+    def call_started(self, start: CallStart) -> None:
+        pass
+
+    def turn_finished(self, turn: TurnRecord) -> None:
+        self.turns.append(turn)
+
+    def call_ended(self, end: CallEnd) -> None:
+        pass
+
+
+class BaseModel(AnswersLLM):
+    base_model = True
+
+
+async def test_the_turn_record_keeps_the_entries_that_grounded_the_answer() -> None:
+    records = Records()
+    llm = BaseModel("감사합니다. 좋은 하루 보내세요.")
+    stt = SimulatedSTT(["주차 가능한가요", "셔틀버스 운행하나요", "네 감사합니다"])
+    async with CallHarness(stt=stt, llm=llm, recorder=records) as h:  # type: ignore[arg-type]
+        source = KnowledgeSource.from_file(example_knowledge_path())
+        h.call.agent.knowledge = grounding_config(h.settings, source)
+        for _ in range(3):
+            turn = await h.say()
+            await h.reply_done(turn)
+            h.play()
+    by_index = {t.index: t for t in records.turns}
+    parking, shuttle, thanks = by_index[0], by_index[1], by_index[2]
+    assert "2시간 무료" in parking.spoken_text
+    assert parking.metrics["knowledge"]["mode"] == "answer" and parking.metrics["knowledge"]["grounded"] is True
+    assert parking.metrics["knowledge"]["entries"][0]["index"] == 8
+    assert shuttle.metrics["knowledge"] == {"mode": "unknown", "grounded": False, "entries": []}
+    assert "모르겠습니다" in shuttle.spoken_text
+    assert thanks.spoken_text == "감사합니다. 좋은 하루 보내세요." and llm.asked == 1  # only this turn asked the model
