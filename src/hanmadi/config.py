@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # local STT (Vosk partials + Whisper-base final): Whisper's threads; the caller's pause that starts the final
     # pass speculatively; a 10/20 s encoder window for short utterances instead of Whisper's 30 s (4x less encoder)
     whisper_threads: int = Field(2, ge=1)
-    stt_speculative_pause_ms: int = Field(150, ge=40, le=2000)
+    stt_speculative_pause_ms: int = Field(120, ge=40, le=2000)
     whisper_short_window: bool = True
     # one llama.cpp thread: two are ~1.4x faster on an idle 2-core box but ~10x slower when the cores are shared
     llm_threads: int = Field(1, ge=1)

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -57,7 +58,7 @@ FILE_SHA256: Final = {
 DEFAULT_CACHE_DIR: Final = Path.home() / ".cache" / "hanmadi"
 WHISPER_RATE: Final = 16000
 
-DEFAULT_SPECULATIVE_PAUSE_MS: Final = 150
+DEFAULT_SPECULATIVE_PAUSE_MS: Final = 120
 # audio kept before the first voiced frame and after the last one: Whisper clips words cut at the very edge
 _LEAD_MS: Final = 300
 _TAIL_MS: Final = 200
@@ -259,6 +260,9 @@ class Pass:
     future: concurrent.futures.Future[str] = field(default_factory=concurrent.futures.Future)
     dropped: threading.Event = field(default_factory=threading.Event)
     reported: bool = False  # its text was handed out as a partial
+    queued_at: float = field(default_factory=time.monotonic)
+    started_at: float = 0.0
+    finished_at: float = 0.0
 
 
 class PassWorker:
@@ -293,10 +297,22 @@ class PassWorker:
         while (job := self._queue.get()) is not None:
             if job.dropped.is_set() or not job.future.set_running_or_notify_cancel():
                 continue
+            job.started_at = time.monotonic()
             try:
-                job.future.set_result(self._transcribe(job.audio, job.dropped))
+                text = self._transcribe(job.audio, job.dropped)
             except Exception as exc:
+                job.finished_at = time.monotonic()
                 job.future.set_exception(exc)
+            else:
+                job.finished_at = time.monotonic()
+                job.future.set_result(text)
+            log.debug(
+                "whisper pass: %.1f s of audio, queued %.0f ms, ran %.0f ms%s",
+                len(job.audio) / WHISPER_RATE,
+                (job.started_at - job.queued_at) * 1000,
+                (job.finished_at - job.started_at) * 1000,
+                " (dropped)" if job.dropped.is_set() else "",
+            )
 
 
 def window_frames(duration_s: float) -> int:
@@ -354,8 +370,12 @@ def whisper_transcriber(model: Any, *, short_window: bool = True) -> Transcriber
         padded = np.zeros(frames * 160, dtype=np.float32)
         padded[: len(audio)] = audio
         features = model.feature_extractor(padded, padding=0)[np.newaxis, :, :frames]
+        # encoder and decoder apart, so that a pass dropped while encoding (the caller resumed) skips the decoding
+        encoded = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
+        if dropped.is_set():
+            return ""
         (result,) = model.model.generate(
-            ctranslate2.StorageView.from_array(np.ascontiguousarray(features)),
+            encoded,
             [prompt],
             beam_size=1,
             max_length=min(_MAX_TOKENS, int(_TOKENS_PER_S * duration_s) + 16),
