@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
-LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 -q
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 -q $(if $(UPGRADE),--upgrade)
 
 .PHONY: setup demo test lint typecheck pytest bench lock clean
 
@@ -33,7 +33,8 @@ test: lint typecheck pytest
 bench: setup
 	$(BIN)/hanmadi bench strategies --json
 
-# Resolves pyproject.toml's ranges to exact versions with hashes for every platform (uv, itself pinned).
+# Resolves pyproject.toml's ranges to exact versions with hashes for every platform (uv, itself pinned). Existing pins
+# are kept where the ranges allow; `make lock UPGRADE=1` moves everything to the newest allowed release.
 lock:
 	@test -x $(VENV)-lock/bin/uv || ($(PY) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install -q uv==$(UV_VERSION))
 	$(VENV)-lock/bin/uv pip compile pyproject.toml requirements-build.in --extra dev --extra local $(LOCK_FLAGS) -o requirements.lock
