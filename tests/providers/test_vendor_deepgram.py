@@ -13,7 +13,7 @@ from vendor_servers import DEEPGRAM_KEY, Control, VendorServers, dg_words
 from hanmadi.providers.base import STT, ProviderError, Transcript
 from hanmadi.providers.deepgram import DeepgramStream, DeepgramSTT
 
-FRAME = b"\x05\x00" * 160  # 20 ms at 8 kHz
+FRAME = b"\xe8\x03" * 160  # 20 ms at 8 kHz, loud enough to count as voice (silence is not re-uploaded)
 FINALIZE = {"type": "Finalize"}
 
 

@@ -211,7 +211,7 @@ async def test_tts_cancel_closes_the_connection(vendors: VendorServers, control:
 async def test_stt_posts_the_turn_as_a_wav_at_finalize(vendors: VendorServers, control: Control) -> None:
     stt = OpenAISTT(f"{vendors.http_url}/v1", OPENAI_KEY, "gpt-4o-mini-transcribe", 2.0)
     stream = await stt.open(8000)
-    frame = b"\x10\x00" * 160  # 20 ms
+    frame = b"\xe8\x03" * 160  # 20 ms of voice (silence before the voice is not uploaded)
     for _ in range(50):
         assert await stream.push(frame) == []  # batch: no partials
     assert control.requests == []

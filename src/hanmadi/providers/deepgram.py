@@ -32,6 +32,7 @@ from hanmadi.providers._http import (
     retry_delay,
 )
 from hanmadi.providers.base import Transcript
+from hanmadi.providers.turn_audio import TurnAudio
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class DeepgramStream:
         self._offset_s = 0.0  # stream time at which the current connection's audio starts
         self._last_send = time.monotonic()
         # the current turn
-        self._turn_audio = bytearray()
+        self._turn_audio = TurnAudio(self.sample_rate)  # kept for a resend: the caller's speech, not the silence
         self._finals: list[str] = []
         self._interim = ""
         self._final_end_s = 0.0
@@ -281,7 +282,7 @@ class DeepgramStream:
         return self._from_finalize or self._final_end_s >= self._sent_s - _COVER_TOLERANCE_S
 
     def _reset_turn(self) -> None:
-        self._turn_audio = bytearray()
+        self._turn_audio.take()
         self._finals, self._interim, self._last_partial = [], "", ""
         self._from_finalize = False
         self._turn_start_s = self._final_end_s = self._sent_s
@@ -298,8 +299,10 @@ class DeepgramStream:
         async with self._lock:
             self._check_open()
             if pcm:
-                self._turn_audio += pcm
+                self._turn_audio.add(pcm)
                 self._sent_s += len(pcm) / 2 / self.sample_rate
+                # a resend starts where the kept audio starts
+                self._turn_start_s = self._sent_s - self._turn_audio.duration_s
                 await self._send_or_reconnect(pcm)
             new, self._new = self._new, []
             return new

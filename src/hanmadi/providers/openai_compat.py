@@ -33,6 +33,7 @@ from hanmadi.providers._http import (
     stream_bytes,
 )
 from hanmadi.providers.base import AudioChunk, Message, ProviderError, ToolCall, ToolSpec, Transcript
+from hanmadi.providers.turn_audio import TurnAudio
 
 PROVIDER = "openai"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -295,23 +296,23 @@ class OpenAISTTStream:
     def __init__(self, stt: OpenAISTT, sample_rate: int) -> None:
         self._stt = stt
         self.sample_rate = sample_rate
-        self._turn = bytearray()
+        self._turn = TurnAudio(sample_rate)  # the caller's speech only: not the silence while the bot spoke
         self._audio_s = 0.0  # audio consumed by this stream, all turns
 
     async def push(self, pcm: bytes) -> list[Transcript]:
-        self._turn += pcm
+        self._turn.add(pcm)
         self._audio_s += len(pcm) / 2 / self.sample_rate
         return []
 
     async def finalize(self) -> Transcript:
-        audio, self._turn = bytes(self._turn), bytearray()
+        audio = self._turn.take()
         if len(audio) < 2:
             return Transcript("", True, self._audio_s)
         text = await self._stt.transcribe(make_wav(audio[: len(audio) - len(audio) % 2], self.sample_rate))
         return Transcript(text, True, self._audio_s)
 
     async def aclose(self) -> None:
-        self._turn = bytearray()
+        self._turn.take()
 
 
 class OpenAISTT:
