@@ -19,22 +19,23 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol
 
 from hanmadi import metrics
-from hanmadi.agent import Agent, Grounding, grounding_config
+from hanmadi.agent import Agent, grounding_config
+from hanmadi.call_turn import CallTurn
 from hanmadi.config import Settings
 from hanmadi.engine.scheduler import EngineConfig, Reply, TurnReport
 from hanmadi.engine.timeline import Timeline, TimelineEvent, format_event
 from hanmadi.knowledge import KnowledgeSource
-from hanmadi.preemptive import Preemption, PreemptiveAnswer
+from hanmadi.preemptive import Preemption
 from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, stall_guard
 from hanmadi.reply_metrics import observe_reply
 from hanmadi.store.recording import CallRecording, recording_path
-from hanmadi.store.records import CallEnd, CallStart, TurnRecord, stored_events
+from hanmadi.store.records import CallEnd, CallStart, turn_record
 from hanmadi.store.writer import Recorder
 from hanmadi.telephony import audio
 from hanmadi.telephony import twilio as tw
@@ -75,6 +76,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         first_clause_min_chars=settings.first_clause_min_chars,
         max_sentence_chars=settings.max_sentence_chars,
         fallback_text=settings.llm_fallback,
+        speakable=settings.speaker(),
     )
 
 
@@ -83,44 +85,6 @@ class _EndOfSpeech:
     t_detect: float
     endpointing_s: float
     end_rule: str = "default"  # which silence ended the turn (turn.EndRule): "final" is the Korean early end
-
-
-@dataclass
-class _Sentence:
-    text: str = ""
-    audio_s: float = 0.0  # sent to Twilio
-    played: bool = False  # mark echoed before any clear
-
-
-@dataclass
-class _Turn:
-    index: int
-    user: Message | None
-    heard_text: str
-    started_at: datetime
-    t_detect: float
-    endpointing_s: float
-    dtmf: str = ""
-    sentences: dict[int, _Sentence] = field(default_factory=dict)
-    reply: Reply | None = None
-    task: asyncio.Task[None] | None = None
-    report: TurnReport | None = None
-    preempt: PreemptiveAnswer | None = None  # answered from an LLM stream started at the caller's pause
-    end_rule: str = "default"
-    grounding: Grounding | None = None  # which knowledge entries the answer drew on
-    barge_in: bool = False
-    cleared: asyncio.Event = field(default_factory=asyncio.Event)  # set once a barge-in has sent its clear
-    recorded: bool = False
-
-    def sentence(self, index: int) -> _Sentence:
-        return self.sentences.setdefault(index, _Sentence())
-
-    def replying(self) -> bool:
-        return self.task is not None and not self.task.done()
-
-    def pending_marks(self) -> bool:
-        """Audio of this turn is still queued at Twilio (sent, mark not echoed, not cleared)."""
-        return not self.barge_in and any(s.audio_s > 0 and not s.played for s in self.sentences.values())
 
 
 class CallSession:
@@ -164,7 +128,7 @@ class CallSession:
         self.media_clock = tw.MediaClock()
         self.playback = PlaybackClock()
         self.end_reason = "hangup"
-        self.turns: list[_Turn] = []
+        self.turns: list[CallTurn] = []
         self.dtmf_log: list[str] = []
         self.recording = (
             CallRecording(recording_path(settings.recordings_dir, self.call_sid)) if settings.record_audio else None
@@ -375,7 +339,7 @@ class CallSession:
         self._barged_this_utterance = True
         self._spawn(self.barge_in(self.turns[-1]), "barge-in")
 
-    async def barge_in(self, turn: _Turn) -> None:
+    async def barge_in(self, turn: CallTurn) -> None:
         """The caller talks over ``turn``: stop its reply, then clear Twilio's buffer; keep only what was heard.
 
         Bound to the turn it was decided for: a decision that arrives late (the next turn has started) does
@@ -492,8 +456,8 @@ class CallSession:
             stream = answer.chunks
         self._start_reply(turn, stall_guard(stream, self.settings.llm_timeout_s, self.llm.name))
 
-    def _new_turn(self, user: Message | None, heard: str, t_detect: float, endpointing_s: float) -> _Turn:
-        turn = _Turn(
+    def _new_turn(self, user: Message | None, heard: str, t_detect: float, endpointing_s: float) -> CallTurn:
+        turn = CallTurn(
             index=len(self.turns),
             user=user,
             heard_text=heard,
@@ -506,7 +470,7 @@ class CallSession:
         self.turns.append(turn)
         return turn
 
-    def _start_reply(self, turn: _Turn, chunks: AsyncIterator[str]) -> asyncio.Task[None]:
+    def _start_reply(self, turn: CallTurn, chunks: AsyncIterator[str]) -> asyncio.Task[None]:
         listeners = [self._timeline_listener(turn)]
         timeline = Timeline(
             t0=turn.t_detect, lang=self.settings.log_lang, logger=log, listeners=listeners, clock=self.clock
@@ -516,7 +480,7 @@ class CallSession:
         turn.task = self._spawn(self._run_reply(turn, turn.reply, chunks), "reply")
         return turn.task
 
-    async def _run_reply(self, turn: _Turn, reply: Reply, chunks: AsyncIterator[str]) -> None:
+    async def _run_reply(self, turn: CallTurn, reply: Reply, chunks: AsyncIterator[str]) -> None:
         try:
             report = await reply.run(chunks)
         except Exception:
@@ -530,7 +494,7 @@ class CallSession:
                 turn.preempt.cancel()  # the reply owned the preemptive LLM stream: it ends with the reply
         self._finish_reply(turn, report)
 
-    def _finish_reply(self, turn: _Turn, report: TurnReport) -> None:
+    def _finish_reply(self, turn: CallTurn, report: TurnReport) -> None:
         turn.report = report
         for s in report.sentences:
             turn.sentence(s.index).text = s.text
@@ -547,7 +511,7 @@ class CallSession:
         if not turn.pending_marks():
             self._record_turn(turn)
 
-    async def _stop_reply(self, turn: _Turn) -> None:
+    async def _stop_reply(self, turn: CallTurn) -> None:
         """Stop ``turn``'s reply (never another's) and let it hand back its report."""
         if turn.reply is not None and not (turn.task is not None and turn.task.done()):
             await turn.reply.cancel()
@@ -560,7 +524,7 @@ class CallSession:
                 task.cancel()
                 await asyncio.wait({task})
 
-    def _sent(self, turn: _Turn, index: int, ulaw: bytes) -> None:
+    def _sent(self, turn: CallTurn, index: int, ulaw: bytes) -> None:
         """Audio of sentence ``index`` goes to Twilio now: place it on the playback clock and in the recording."""
         duration_s = len(ulaw) / audio.SAMPLE_RATE
         piece = self.playback.add_audio(self.clock(), duration_s, (turn.index, index))
@@ -568,31 +532,14 @@ class CallSession:
         if self.recording is not None:
             self.recording.add_bot(audio.ulaw_to_pcm_bytes(ulaw), piece.start_s - self._started_mono)
 
-    def heard_reply(self, turn: _Turn) -> str:
-        """``turn``'s reply as the caller heard it: whole sentences played, the interrupted one cut where it
-        stopped (by the playback clock, which a ``clear`` truncates)."""
-        now = self.clock()
-        parts: list[str] = []
-        for index in sorted(turn.sentences):
-            s = turn.sentences[index]
-            heard = s.audio_s if s.played else self.playback.heard_s((turn.index, index), now)
-            if s.audio_s > 0 and heard >= s.audio_s - 0.02:
-                parts.append(s.text)
-                continue
-            if heard > 0 and s.audio_s > 0:
-                cut = round(len(s.text) * heard / s.audio_s)
-                if cut > 0:
-                    parts.append(s.text[:cut] + "…")
-            break
-        return " ".join(parts)
+    def heard_reply(self, turn: CallTurn) -> str:
+        """``turn``'s reply as the caller has heard it so far."""
+        return turn.heard_reply(self.playback, self.clock())
 
-    def _heard(self, turn: _Turn) -> str:
-        report = turn.report
-        if report is None:
-            return ""
-        return self.heard_reply(turn) if (turn.barge_in or report.cancelled) else report.spoken_text
+    def _heard(self, turn: CallTurn) -> str:
+        return turn.spoken(self.playback, self.clock())
 
-    def _timeline_listener(self, turn: _Turn) -> Callable[[TimelineEvent], None]:
+    def _timeline_listener(self, turn: CallTurn) -> Callable[[TimelineEvent], None]:
         def listener(event: TimelineEvent) -> None:
             if event.kind == "sentence" and event.index is not None:
                 turn.sentence(event.index).text = event.text
@@ -604,34 +551,30 @@ class CallSession:
 
         return listener
 
-    def _record_turn(self, turn: _Turn) -> None:
+    def _record_turn(self, turn: CallTurn) -> None:
         if turn.recorded or turn.report is None:
             return
         turn.recorded = True
         report = turn.report
         if self.recorder is not None:
-            first = report.metrics.first_audio_s
             self.recorder.turn_finished(
-                TurnRecord(
-                    call_sid=self.call_sid,
-                    index=turn.index,
+                turn_record(
+                    self.call_sid,
+                    turn.index,
+                    report,
                     started_at=turn.started_at,
-                    ended_at=datetime.now(UTC),
                     heard_text=turn.heard_text,
-                    generated_text=" ".join(s.text for s in report.sentences),
                     spoken_text=self._heard(turn),
                     barge_in=turn.barge_in,
                     dtmf=turn.dtmf,
-                    first_audio_s=first,
-                    voice_to_voice_s=(first + turn.endpointing_s) if first is not None and turn.user else None,
-                    total_s=report.metrics.total_s,
-                    metrics={
-                        **report.metrics.to_dict(),
+                    endpointing_s=turn.endpointing_s,
+                    answered=turn.user is not None,
+                    extra_metrics={
                         "preemptive": turn.preempt is not None,
                         "end_rule": turn.end_rule,
+                        "speech_text": report.speech_text,  # what the TTS was given (speakable text)
                         **({"knowledge": turn.grounding.to_dict()} if turn.grounding else {}),
                     },
-                    events=stored_events(report.events),
                 )
             )
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
+from hanmadi.engine.scheduler import TurnReport
 from hanmadi.engine.timeline import TimelineEvent
 
 CallStatus = Literal["active", "completed", "failed"]
@@ -75,6 +76,42 @@ def stored_events(events: Iterable[TimelineEvent]) -> list[dict[str, Any]]:
             first_chunk_seen.add(event.index)
         kept.append(event.to_dict())
     return kept
+
+
+def turn_record(
+    call_sid: str,
+    index: int,
+    report: TurnReport,
+    *,
+    started_at: datetime,
+    heard_text: str,
+    spoken_text: str,
+    barge_in: bool,
+    dtmf: str,
+    endpointing_s: float,
+    answered: bool,
+    extra_metrics: dict[str, Any],
+    ended_at: datetime | None = None,
+) -> TurnRecord:
+    """The stored form of one turn: the engine's report plus what the call knows (``spoken_text``: what the caller
+    heard; ``answered``: the turn answers the caller's words, so it has a voice-to-voice time)."""
+    first = report.metrics.first_audio_s
+    return TurnRecord(
+        call_sid=call_sid,
+        index=index,
+        started_at=started_at,
+        ended_at=ended_at or datetime.now(UTC),
+        heard_text=heard_text,
+        generated_text=" ".join(s.text for s in report.sentences),
+        spoken_text=spoken_text,
+        barge_in=barge_in,
+        dtmf=dtmf,
+        first_audio_s=first,
+        voice_to_voice_s=(first + endpointing_s) if first is not None and answered else None,
+        total_s=report.metrics.total_s,
+        metrics={**report.metrics.to_dict(), **extra_metrics},
+        events=stored_events(report.events),
+    )
 
 
 @dataclass(frozen=True, slots=True)
