@@ -69,8 +69,8 @@ _NO_SPEECH_PROB: Final = 0.6
 _LOW_LOGPROB: Final = -1.0
 # silence kept after the voice inside a short encoder window (see window_frames)
 _MIN_PAD_S: Final = 5.0
-# generation cap: fast Korean is under 10 syllables a second, rarely more than 2 tokens each
-_TOKENS_PER_S: Final = 20
+# generation cap: fast Korean is under 10 syllables a second, and Whisper's byte-level tokens spend up to 3 on one
+_TOKENS_PER_S: Final = 30
 _MAX_TOKENS: Final = 224
 
 T = TypeVar("T")
@@ -386,7 +386,8 @@ def whisper_transcriber(model: Any, *, short_window: bool = True) -> Transcriber
         if _silence(result.no_speech_prob, result.scores[0] if result.scores else 0.0):
             return ""
         tokens = [t for t in result.sequences_ids[0] if t < eot]
-        return _collapse_repeats(tokenizer.decode(tokens).strip())
+        # a generation cut by the cap may end inside a syllable's bytes: that half syllable decodes as U+FFFD
+        return _collapse_repeats(tokenizer.decode(tokens).replace("\ufffd", "").strip())
 
     return transcribe
 
