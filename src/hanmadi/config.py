@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     whisper_threads: int = Field(2, ge=1)
     stt_speculative_pause_ms: int = Field(120, ge=40, le=2000)
     whisper_short_window: bool = True
+    whisper_timeout_s: float = Field(3.0, gt=0, description="a slower final pass gives way to Vosk's words")
     # one llama.cpp thread: two are ~1.4x faster on an idle 2-core box but ~10x slower when the cores are shared
     llm_threads: int = Field(1, ge=1)
     llm_max_tokens: int = Field(96, ge=8)

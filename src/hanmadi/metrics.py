@@ -75,6 +75,19 @@ PREEMPTIVE = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+STT_FINAL_PASSES = Counter(
+    "hanmadi_stt_final_passes_total",
+    "Whisper final passes of the local STT, by outcome (kept: started at a pause and used; resumed: dropped, the "
+    "caller went on; fresh: run at the end of the turn; fallback: failed or too slow, Vosk's words used)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+STT_FINAL_WAIT = Histogram(
+    "hanmadi_stt_final_wait_seconds",
+    "End of the caller's turn to the local STT's final transcript (what speculation did not hide)",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 TOOL_CALLS = Counter(
     "hanmadi_tool_calls_total",
     "Tool calls made by the agent, by tool and status (ok, timeout, http_4xx, http_5xx, bad_json, …)",

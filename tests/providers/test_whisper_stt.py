@@ -221,6 +221,22 @@ async def test_the_event_loop_runs_while_a_pass_decodes(gate: GatedTranscriber, 
     assert ticks == 5 and final.text.endswith("samples")
 
 
+async def test_a_final_pass_too_slow_gives_way_to_vosks_words(gate: GatedTranscriber, worker: PassWorker) -> None:
+    from hanmadi.metrics import REGISTRY
+
+    def errors() -> float:
+        labels = {"provider": "local", "reason": "stt_final_timeout"}
+        return REGISTRY.get_sample_value("hanmadi_provider_errors_total", labels) or 0.0
+
+    before = errors()
+    stream = WhisperStream(ScriptedPartials(), worker, speculative_pause_ms=200, final_timeout_s=0.05)
+    await push_ms(stream, voiced(600) + silence(100))
+    final = await stream.finalize()  # the gate never opens: the pass cannot finish
+    assert final.text == "대충" and final.is_final  # the call goes on with Vosk's latest partial
+    assert stream.stats.fallback == 1 and errors() == before + 1
+    assert gate.dropped_flags[0].is_set()  # and the pass is abandoned, not left to finish for nobody
+
+
 async def test_speech_without_voice_costs_no_pass(gate: GatedTranscriber, worker: PassWorker) -> None:
     stream = WhisperStream(ScriptedPartials(), worker)
     await push_ms(stream, silence(2000))

@@ -132,6 +132,7 @@ def make_stt(settings: Settings) -> STT:
             threads=settings.whisper_threads,
             speculative_pause_ms=settings.stt_speculative_pause_ms,
             short_window=settings.whisper_short_window,
+            final_timeout_s=settings.whisper_timeout_s,
         )
         return stt
     if name == "vosk":

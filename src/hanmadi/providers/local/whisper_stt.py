@@ -37,6 +37,7 @@ from typing import Any, Final, Generic, TypeVar
 import numpy as np
 import soxr
 
+from hanmadi import metrics
 from hanmadi.providers.base import ConfigError, ProviderError, STTStream, Transcript
 from hanmadi.providers.local.vosk_stt import VoskSTT
 from hanmadi.turn import FRAME_MS, TurnDetector
@@ -59,6 +60,8 @@ DEFAULT_CACHE_DIR: Final = Path.home() / ".cache" / "hanmadi"
 WHISPER_RATE: Final = 16000
 
 DEFAULT_SPECULATIVE_PAUSE_MS: Final = 120
+# a final pass slower than this (queued behind other calls, a starved CPU) gives way to Vosk's words
+DEFAULT_FINAL_TIMEOUT_S: Final = 3.0
 # audio kept before the first voiced frame and after the last one: Whisper clips words cut at the very edge
 _LEAD_MS: Final = 300
 _TAIL_MS: Final = 200
@@ -464,6 +467,11 @@ class PassStats:
     resumed: int = 0
     stale: int = 0
     unspeculated: int = 0
+    fallback: int = 0
+
+    def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        metrics.STT_FINAL_PASSES.labels(outcome="fresh" if outcome in ("unspeculated", "stale") else outcome).inc()
 
 
 class WhisperStream:
@@ -477,6 +485,7 @@ class WhisperStream:
         sample_rate: int = 8000,
         speculative_pause_ms: int = DEFAULT_SPECULATIVE_PAUSE_MS,
         min_speech_ms: int = 100,
+        final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
         stats: PassStats | None = None,
     ) -> None:
         if sample_rate != 8000 and sample_rate != 16000:
@@ -484,6 +493,7 @@ class WhisperStream:
         self.sample_rate = sample_rate
         self.speculative_pause_ms = speculative_pause_ms
         self.min_speech_ms = min_speech_ms
+        self.final_timeout_s = final_timeout_s
         self.stats = stats if stats is not None else PassStats()
         self._partials = partials
         self._worker = worker
@@ -500,6 +510,7 @@ class WhisperStream:
         self._fed_bytes = 0
         self._framed_bytes = 0  # stream bytes that went through the VAD (whole frames)
         self._speculative: Pass | None = None
+        self._rough = ""  # Vosk's latest words this turn: the fallback when Whisper fails or is too slow
         self._closed = False
 
     @property
@@ -527,6 +538,8 @@ class WhisperStream:
             del self._pending[: self._frame_bytes]
             self._on_frame(frame)
         partials = await self._partials.push(pcm)
+        if partials and partials[-1].text:
+            self._rough = partials[-1].text
         spec = self._speculative
         if spec is None:
             return partials
@@ -549,7 +562,7 @@ class WhisperStream:
             self._silence_ms = 0
             if self._speculative is not None:  # the caller resumed: that pass heard too little
                 self._drop_speculative()
-                self.stats.resumed += 1
+                self.stats.count("resumed")
         else:
             self._silence_ms += FRAME_MS
             if (
@@ -603,11 +616,9 @@ class WhisperStream:
             spec = self._speculative
             if spec is not None and spec.voice_end == self._voice_end and not spec.dropped.is_set():
                 job = spec
-                self.stats.kept += 1
+                self.stats.count("kept")
             else:
-                if spec is not None:
-                    self.stats.stale += 1
-                self.stats.unspeculated += 1
+                self.stats.count("stale" if spec is not None else "unspeculated")
                 self._drop_speculative()
                 job = self._submit()
             self._speculative = None
@@ -618,12 +629,18 @@ class WhisperStream:
             # Vosk starts the next turn without decoding this one's end: the CPU is Whisper's
             reset = getattr(self._partials, "reset", None)
             await (reset() if reset is not None else self._partials.finalize())
+            waited_from = time.monotonic()
             try:
-                text = await asyncio.wrap_future(job.future)
-            except ProviderError:
-                raise
-            except Exception as exc:
-                raise ProviderError("local", "stt_failed", f"Whisper: {exc!r}") from exc
+                async with asyncio.timeout(self.final_timeout_s):
+                    text = await asyncio.wrap_future(job.future)
+            except Exception as exc:  # Whisper failed or is too slow: Vosk's rougher words rather than none
+                self._worker.drop(job)
+                reason = "stt_final_timeout" if isinstance(exc, TimeoutError) else "stt_final_failed"
+                metrics.PROVIDER_ERRORS.labels(provider="local", reason=reason).inc()
+                self.stats.count("fallback")
+                log.warning("Whisper final pass %s (%r): using Vosk's words %r", reason, exc, self._rough)
+                text = self._rough
+            metrics.STT_FINAL_WAIT.observe(time.monotonic() - waited_from)
             return Transcript(text, is_final=True, audio_s=self.audio_s)
         except BaseException:
             if job is not None:
@@ -633,6 +650,7 @@ class WhisperStream:
             self._reset_turn()
 
     def _reset_turn(self) -> None:
+        self._rough = ""
         self._audio.clear()
         self._voice_start = None
         self._voice_end = 0
@@ -659,11 +677,13 @@ class WhisperSTT:
         threads: int = 2,
         speculative_pause_ms: int = DEFAULT_SPECULATIVE_PAUSE_MS,
         short_window: bool = True,
+        final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
         partials: VoskSTT | None = None,
     ) -> None:
         self.cache_dir = cache_dir
         self.threads = threads
         self.short_window = short_window
+        self.final_timeout_s = final_timeout_s
         self.speculative_pause_ms = speculative_pause_ms
         self.partials = partials if partials is not None else VoskSTT()
         self.stats = PassStats()
@@ -693,5 +713,6 @@ class WhisperSTT:
             shared.worker,
             sample_rate=sample_rate,
             speculative_pause_ms=self.speculative_pause_ms,
+            final_timeout_s=self.final_timeout_s,
             stats=self.stats,
         )
