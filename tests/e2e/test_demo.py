@@ -33,6 +33,9 @@ async def test_demo_places_a_call_prints_the_timeline_and_saves_a_stereo_wav(tmp
     assert [r["turn"] for r in rows] == [0, 1, 2]
     assert rows[1]["caller_said"] == DEMO_LINES[0]
     assert all(r["voice_to_voice_ms"] for r in rows[1:])
+    # the example restaurant's knowledge answers the same lines on the text path
+    assert [t["caller"] for t in summary["ask"]] == DEMO_LINES[:2]
+    assert all(t["grounded"] for t in summary["ask"]) and "hanmadi ask" in text
     with wave.open(str(out)) as wav:
         assert wav.getnchannels() == 2 and wav.getframerate() == 8000
         assert wav.getnframes() > 8000 * 3

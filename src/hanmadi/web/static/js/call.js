@@ -70,6 +70,31 @@ function figures(turn) {
   return el("span", { class: "figures" }, [...parts.map(([k, v]) => `${k} ${secs(v)}`), ...extra].join(" · "));
 }
 
+const GROUNDING_MODES = {
+  answer: ["지식 답변", "knowledge answer"],
+  grounded: ["지식 참고", "grounded in knowledge"],
+  unknown: ["모름 · 직원 안내", "not in the knowledge"],
+  open: ["관련 지식 없음", "no relevant knowledge"],
+};
+
+/** Which entries of the knowledge file grounded the answer (index, the question that matched, score). */
+function groundingLine(turn) {
+  const k = (turn.metrics || {}).knowledge;
+  if (!k) return "";
+  const [ko, en] = GROUNDING_MODES[k.mode] || [k.mode, k.mode];
+  const entries = (k.entries || []).map((e) => {
+    const what = e.kind === "fact" ? `사실 #${e.index}` : `#${e.index}${e.question ? ` ${e.question}` : ""}`;
+    return `${what} (${Number(e.score).toFixed(2)})`;
+  });
+  return el(
+    "div",
+    { class: "grounding", dataset: { mode: k.mode } },
+    el("span", { class: `badge ${k.grounded ? "ok" : "skipped"}` }, ...label(ko, en)),
+    " ",
+    entries.length ? entries.join(" · ") : el("span", { class: "muted" }, "—"),
+  );
+}
+
 function turnSection(turn) {
   const events = turn.events || [];
   const hasSentences = events.some((e) => e.index !== undefined && e.index !== null && e.index >= 0);
@@ -80,6 +105,7 @@ function turnSection(turn) {
       figures(turn)),
     callerBubble(turn),
     agentBubble(turn),
+    groundingLine(turn),
     hasSentences ? el("div", { class: "waterfall" }, renderWaterfall(events)) : "",
     events.length ? el("pre", { class: "log" }, logLines(events).join("\n")) : "",
   );
