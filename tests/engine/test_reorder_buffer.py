@@ -20,6 +20,30 @@ def _chunk(index: int, k: int) -> AudioChunk:
     return AudioChunk(bytes([index, k]) * 8, 8000)
 
 
+async def _play(
+    n: int, ops: dict[int, list[tuple[str, int]]], schedule: list[int]
+) -> tuple[ReorderBuffer, list[tuple[int, AudioChunk | None, str]]]:
+    buffer = ReorderBuffer()
+    out: list[tuple[int, AudioChunk | None, str]] = []
+
+    async def drain() -> None:
+        while (item := await buffer.take()) is not None:
+            out.append(item)
+
+    for i in schedule:
+        op, k = ops[i].pop(0)
+        if op == "put":
+            await buffer.put(i, _chunk(i, k))
+        elif op == "done":
+            await buffer.finish(i)
+        else:
+            await buffer.fail(i)
+        await drain()
+    await buffer.close(n)
+    await drain()
+    return buffer, out
+
+
 @settings(max_examples=300, deadline=None)
 @given(plans=plans, data=st.data())
 def test_any_interleaving_releases_in_index_order(plans: list[tuple[int, int | None]], data: st.DataObject) -> None:
@@ -28,24 +52,7 @@ def test_any_interleaving_releases_in_index_order(plans: list[tuple[int, int | N
         n = chunks if fail_after is None else min(chunks, fail_after)
         ops[i] = [("put", k) for k in range(n)] + [("done" if fail_after is None else "fail", 0)]
     schedule = data.draw(st.permutations([i for i, seq in ops.items() for _ in seq]))
-    buffer = ReorderBuffer()
-    out: list[tuple[int, AudioChunk | None, str]] = []
-
-    def drain() -> None:
-        while (item := buffer.take()) is not None:
-            out.append(item)
-
-    for i in schedule:
-        op, k = ops[i].pop(0)
-        if op == "put":
-            buffer.put(i, _chunk(i, k))
-        elif op == "done":
-            buffer.finish(i)
-        else:
-            buffer.fail(i)
-        drain()
-    buffer.close(len(plans))
-    drain()
+    buffer, out = asyncio.run(_play(len(plans), ops, schedule))
 
     assert buffer.complete
     assert buffer.buffered_audio_s == 0.0

@@ -1,6 +1,7 @@
 """hanmadi.engine: the real-time hybrid response path (parallel TTS, in-order delivery, timeline)."""
 
-from hanmadi.engine.scheduler import EngineConfig, ReorderBuffer, Reply, SentenceReport, Sink, TurnReport
+from hanmadi.engine.reorder import ReorderBuffer
+from hanmadi.engine.scheduler import EngineConfig, Reply, SentenceReport, Sink, TurnReport
 from hanmadi.engine.strategies import STRATEGIES, Strategy, get_strategy
 from hanmadi.engine.timeline import Timeline, TimelineEvent, TurnMetrics, compute_metrics, format_event
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
+from hanmadi.engine.reorder import ReorderBuffer
 from hanmadi.engine.strategies import get_strategy
 from hanmadi.engine.timeline import Timeline, TimelineEvent, TurnMetrics, compute_metrics
 from hanmadi.providers.base import TTS, AudioChunk, ProviderError
@@ -107,98 +107,6 @@ class TurnReport:
         }
 
 
-SlotState = Literal["open", "done", "failed"]
-
-
-@dataclass
-class _Slot:
-    chunks: deque[AudioChunk] = field(default_factory=deque)
-    state: SlotState = "open"
-
-
-class ReorderBuffer:
-    """Audio by sentence index, released strictly in index order (the seed's ``completed_audio``).
-
-    TTS jobs ``put`` chunks and then ``finish`` or ``fail`` their index; the sender calls :meth:`take` until it
-    returns None, then :meth:`wait_changed`. A failed index releases nothing more and never blocks later ones.
-    """
-
-    def __init__(self) -> None:
-        self.completed_audio: dict[int, _Slot] = {}
-        self.next_send_index = 0
-        self.total: int | None = None
-        self.buffered_audio_s = 0.0
-        self._changed = asyncio.Event()
-        self._space = asyncio.Event()
-
-    def _slot(self, index: int) -> _Slot:
-        return self.completed_audio.setdefault(index, _Slot())
-
-    def put(self, index: int, chunk: AudioChunk) -> None:
-        """A chunk of sentence ``index`` is ready."""
-        self._slot(index).chunks.append(chunk)
-        self.buffered_audio_s += chunk.duration_s
-        self._changed.set()
-
-    def finish(self, index: int) -> None:
-        """Sentence ``index`` has all its audio."""
-        self._slot(index).state = "done"
-        self._changed.set()
-
-    def fail(self, index: int) -> None:
-        """Sentence ``index`` will not be (completely) spoken: drop its unsent audio, let the next one go."""
-        slot = self._slot(index)
-        slot.state = "failed"
-        dropped = sum(c.duration_s for c in slot.chunks)
-        slot.chunks.clear()
-        self._free(dropped)
-        self._changed.set()
-
-    def close(self, total: int) -> None:
-        """No sentence at or beyond ``total`` will come."""
-        self.total = total
-        self._changed.set()
-
-    @property
-    def complete(self) -> bool:
-        """Every sentence has been released (sent or skipped)."""
-        return self.total is not None and self.next_send_index >= self.total
-
-    def take(self) -> tuple[int, AudioChunk | None, SlotState] | None:
-        """The next thing to send: ``(index, chunk, state)`` for a chunk at the head, ``(index, None, state)``
-        when the head sentence is over (``done`` or ``failed``; the head then moves on), or None if the head is
-        not ready."""
-        index = self.next_send_index
-        slot = self.completed_audio.get(index)
-        if slot is None or (self.total is not None and index >= self.total):
-            return None
-        if slot.chunks:
-            chunk = slot.chunks.popleft()
-            self._free(chunk.duration_s)
-            return index, chunk, slot.state
-        if slot.state == "open":
-            return None
-        del self.completed_audio[index]
-        self.next_send_index += 1
-        return index, None, slot.state
-
-    async def wait_changed(self) -> None:
-        """Wait for a put/finish/fail/close. Call it right after :meth:`take` returned None (one waiter)."""
-        self._changed.clear()
-        await self._changed.wait()
-
-    async def wait_for_space(self, limit_s: float) -> None:
-        """Wait until less than ``limit_s`` seconds of audio wait to be sent (one waiter)."""
-        while self.buffered_audio_s >= limit_s:
-            self._space.clear()
-            await self._space.wait()
-
-    def _free(self, seconds: float) -> None:
-        left = self.buffered_audio_s - seconds
-        self.buffered_audio_s = left if left > 1e-9 else 0.0  # no float dust once the buffer is empty
-        self._space.set()
-
-
 class _TTSSlot(contextlib.AbstractContextManager[None]):
     """One place in the parallel-TTS window; leaving the ``with`` block frees it (once)."""
 
@@ -252,8 +160,7 @@ class Reply:
         )
         self._sentences: list[SentenceReport] = []
         self._buffer = ReorderBuffer()
-        self._in_flight = 0
-        self._slot_freed = asyncio.Event()
+        self._window: asyncio.Semaphore | None = None  # the parallel-TTS window, made on first use (in the loop)
         self._send_started: set[int] = set()
         self._llm_error = ""
         self._main: asyncio.Task[TurnReport] | None = None
@@ -386,7 +293,7 @@ class Reply:
                     self._add_sentence(text, False, on_sentence)
         finally:
             await _aclose(it)
-        self._buffer.close(len(self._sentences))
+        await self._buffer.close(len(self._sentences))
         return len(self._sentences)
 
     def _llm_failed(self, exc: Exception) -> None:
@@ -407,20 +314,15 @@ class Reply:
     async def admit(self) -> contextlib.AbstractContextManager[None]:
         """Wait for room for one more TTS job: a free place in the window (``max_parallel_tts``) and less than
         ``max_buffered_audio_s`` of finished audio waiting. Pass the returned slot to :meth:`synthesize`."""
-        while True:
-            if self._in_flight >= self.config.max_parallel_tts:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-            elif self._buffer.buffered_audio_s >= self.config.max_buffered_audio_s:
-                await self._buffer.wait_for_space(self.config.max_buffered_audio_s)
-            else:
-                break
-        self._in_flight += 1
-        return _TTSSlot(self._release_slot)
-
-    def _release_slot(self) -> None:
-        self._in_flight -= 1
-        self._slot_freed.set()
+        if self._window is None:
+            self._window = asyncio.Semaphore(self.config.max_parallel_tts)
+        await self._window.acquire()
+        try:
+            await self._buffer.wait_for_space(self.config.max_buffered_audio_s)
+        except BaseException:
+            self._window.release()
+            raise
+        return _TTSSlot(self._window.release)
 
     async def synthesize(self, index: int, slot: contextlib.AbstractContextManager[None]) -> None:
         """One sentence's TTS job: timeout per attempt (between chunks when streaming), retries, then skip.
@@ -443,7 +345,7 @@ class Reply:
                             async for chunk in audio:
                                 delivered += 1
                                 sentence.audio_s += chunk.duration_s
-                                self._buffer.put(index, chunk)
+                                await self._buffer.put(index, chunk)
                                 deadline.reschedule(loop.time() + timeout)
                 except Exception as exc:
                     reason = _reason(exc)
@@ -453,15 +355,15 @@ class Reply:
                 else:
                     elapsed = loop.time() - started
                     self.timeline.emit("tts_done", index=index, duration_s=elapsed, audio_s=sentence.audio_s)
-                    self._buffer.finish(index)
+                    await self._buffer.finish(index)
                     return
             sentence.status = "skipped"
-            self._buffer.fail(index)
+            await self._buffer.fail(index)
             self.timeline.emit("skip", index=index, text=sentence.text, reason=reason)
 
     async def send_available(self) -> None:
         """Send whatever is ready at the head of the reorder buffer, then every consecutive ready sentence."""
-        while (item := self._buffer.take()) is not None:
+        while (item := await self._buffer.take()) is not None:
             index, chunk, state = item
             sentence = self._sentences[index]
             if chunk is not None:
@@ -489,4 +391,4 @@ class Reply:
             await self.send_available()
             if self._buffer.complete:
                 return
-            await self._buffer.wait_changed()
+            await self._buffer.wait_ready()
