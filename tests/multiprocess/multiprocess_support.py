@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
+
+from loopback_support import free_port, voice
 
 AUTH_TOKEN = "multi-auth-token-0123456789abcdef"
 ADMIN_TOKEN = "multi-admin-token"
 PG_ENV = "HANMADI_TEST_POSTGRES_URL"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def voice(seconds: float) -> bytes:
-    """Caller speech the VAD hears: a vowel-like harmonic signal, 8 kHz PCM16."""
-    t = np.arange(int(8000 * seconds)) / 8000
-    sig = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate([140, 280, 420, 700, 1100]))
-    return bytes((sig * 6000).astype("<i2").tobytes())
+__all__ = ["ADMIN_TOKEN", "AUTH_TOKEN", "PG_ENV", "free_port", "launch", "voice", "wait_healthy"]
 
 
 def launch(database_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:

