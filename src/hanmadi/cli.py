@@ -215,15 +215,18 @@ def load(
     url: Annotated[str | None, typer.Option(help="a running server (default: start one on loopback)")] = None,
     auth_token: Annotated[str | None, typer.Option("--auth-token", help="the running server's Twilio token")] = None,
     workers: Annotated[int | None, typer.Option(help="caller processes (default one per 50 calls)", min=1)] = None,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="record every call to SQLite, as in production")
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Many concurrent simulated callers against one server on loopback (seed latency profile)."""
+    """Many concurrent simulated callers against one server on loopback (seed latency profile, recorder on)."""
     from hanmadi.bench.load import run_load
 
     if url is not None and not url.startswith(("http://127.", "http://localhost", "http://[::1]", "ws://127.")):
         console.print("[red]load tests only target loopback (127.0.0.0/8, localhost, ::1)[/red]")
         raise typer.Exit(2)
-    result = asyncio.run(run_load(calls, ramp, duration, url, auth_token=auth_token, workers=workers))
+    result = asyncio.run(run_load(calls, ramp, duration, url, auth_token=auth_token, workers=workers, record=record))
     if json_out:
         _print_json(result)
     else:

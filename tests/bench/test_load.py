@@ -46,5 +46,8 @@ async def test_three_calls_complete_in_order_without_errors() -> None:
     assert report["first_audio_ms"]["p50"] > 0
     assert report["baseline_first_audio_ms"] is not None and report["baseline_first_audio_ms"] > 0
     assert report["server_rss_mb"] > 0 and report["server_cpu_pct"] is not None
-    assert report["rss_per_call_mb"] >= 0
+    growth = max(0.0, report["server_rss_mb"] - report["server_idle_rss_mb"])
+    assert report["rss_per_call_mb"] == pytest.approx(growth / 3, abs=0.05)  # the figures agree (0.1 MB rounding)
+    assert report["recorder"] is True
+    assert report["recorded_calls"] == 4  # the baseline call and the three, every one stored
     assert report["generator_workers"] == 2

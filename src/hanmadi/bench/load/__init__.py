@@ -2,13 +2,14 @@
 
 Three kinds of process, so that no two of them share a GIL:
 
-- the **server** (``python -m hanmadi.bench.load --serve-port P``): the real app under uvicorn, with simulated
-  providers on the seed's latency profile (``SEED_SCENARIO``: sentences ready 0.50/1.00/1.50 s after the transcript,
-  TTS 0.53/1.20/0.82 s, audio 0.52/1.18/0.80 s), no recorder (nothing is written to a database: the load measures
-  the real-time path), INFO logging to a file; skipped when ``url`` names a running server;
-- **generator workers** (``python -m hanmadi.bench.load --worker``): each runs its share of the callers
+- the **server** (:mod:`.server`): the real app under uvicorn, with simulated providers on the seed's latency
+  profile (``SEED_SCENARIO``: sentences ready 0.50/1.00/1.50 s after the transcript, TTS 0.53/1.20/0.82 s, audio
+  0.52/1.18/0.80 s), every call recorded to a SQLite file as in production (``record=False`` / ``--no-record``
+  measures the real-time path alone), INFO logging to a file; skipped when ``url`` names a running server;
+- **generator workers** (:mod:`.generator`): each runs its share of the callers
   (:func:`hanmadi.telephony.caller.place_call`) on its own event loop and reports them as one JSON line;
-- this process: starts the others, samples the server's CPU and RSS from ``/proc``, and aggregates.
+- this process (here): starts the others, samples the server's CPU and RSS from ``/proc`` (:mod:`.sampler`), and
+  aggregates.
 
 Each caller waits for the greeting, then speaks one second, waits for the whole reply, and speaks again until
 ``duration_s`` has passed since its call started; the calls start evenly over ``ramp_s``. First, one call runs alone
@@ -23,189 +24,44 @@ generator fell behind — its numbers are then suspect, not the server's); bot a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import math
 import os
 import secrets
-import socket
+import sqlite3
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import numpy as np
 
-from hanmadi.bench.strategies import SEED_SCENARIO, Scenario, scenario_llm, scenario_tts
-from hanmadi.telephony.caller import CallerConfig, CallerError, CallResult, place_call
+from hanmadi.bench.load.generator import CALL_SLACK_S, caller_voice, run_worker, summarize_call
+from hanmadi.bench.load.sampler import ProcSampler, scrape, server_means
+from hanmadi.bench.load.server import load_providers, serve
+
+__all__ = [
+    "caller_voice",
+    "load_providers",
+    "order_violations",
+    "percentiles",
+    "run_load",
+    "run_worker",
+    "serve",
+    "summarize_call",
+]
 
 GREETING_TURN_MARK: Final = 0  # the server's turn 0 is the greeting; caller turn i is server turn i + 1
 # Up to 100 callers share a worker's event loop, and never more workers than cores: on 2 cores, 4 workers of 50
 # cost 101 µs of generator CPU per frame and left the server a smaller share; 2 workers of 100 cost 85 µs.
 CALLS_PER_WORKER: Final = 100
 GENERATOR_NICE: Final = 5
-UTTERANCE_S: Final = 1.0
-_SAMPLE_EVERY_S: Final = 0.5
-_LAG_TICK_S: Final = 0.010
 _START_TIMEOUT_S: Final = 30.0
-_CALL_SLACK_S: Final = 30.0  # a call may outlive ``duration_s`` by its last reply and hang-up; past this it is cut
-
-
-# --- the server process ---------------------------------------------------------------------------------------
-
-
-def load_providers(scenario: Scenario = SEED_SCENARIO) -> Any:
-    """Simulated STT, an LLM that streams the scenario's sentences at their times, a TTS with its latencies."""
-    from hanmadi.providers.simulated import SimulatedSTT
-    from hanmadi.server import Providers
-
-    return Providers(stt=SimulatedSTT(), llm=scenario_llm(scenario), tts=scenario_tts(scenario))
-
-
-def serve(port: int, *, auth_token: str, max_calls: int, log_file: str | None) -> None:
-    """Run the load server on 127.0.0.1:``port`` until SIGTERM/SIGINT (the ``--serve-port`` entry point).
-
-    ``GET /load/loop-lag`` answers its event loop's lag so far: a 10 ms timer's lateness (ms) and when (monotonic).
-    """
-    import logging
-
-    import uvicorn
-
-    from hanmadi.config import Settings
-    from hanmadi.server import DrainingServer, create_app
-
-    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
-    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=logging.INFO, handlers=[handler], format=log_format)
-    settings = Settings(
-        host="127.0.0.1",
-        port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        twilio_auth_token=auth_token,
-        stt="simulated",
-        llm="simulated",
-        tts="simulated",
-        max_calls=max_calls,
-        first_clause_split=False,  # sentence boundaries are the scenario's
-        drain_timeout_s=2.0,
-        _env_file=None,
-    )
-    app = create_app(settings, providers=load_providers(), use_recorder=False)
-    lags: list[float] = []
-    at: list[float] = []
-
-    @app.get("/load/loop-lag")
-    async def loop_lag() -> dict[str, list[float]]:
-        return {"loop_lag_ms": lags, "at": at}
-
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", lifespan="on", backlog=4096
-    )
-    server = DrainingServer(config, app.state.hanmadi)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        monitor = asyncio.create_task(_loop_lag(stop, lags, at))
-        try:
-            await server.serve()
-        finally:
-            stop.set()
-            await monitor
-
-    asyncio.run(main())
-
-
-# --- the generator workers ------------------------------------------------------------------------------------
-
-
-def caller_voice(seconds: float = UTTERANCE_S) -> bytes:
-    """Caller speech the VAD hears: a vowel-like harmonic signal, 8 kHz PCM16."""
-    t = np.arange(int(8000 * seconds)) / 8000
-    sig = np.zeros_like(t)
-    for k, f in enumerate([140, 280, 420, 700, 1100]):
-        sig += np.sin(2 * np.pi * f * t) / (k + 1)
-    return bytes((sig * 6000).astype("<i2").tobytes())
-
-
-def _error_reason(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, CallerError) and "HTTP" in text:
-        return "webhook_http_" + text.rsplit(" ", 1)[-1]
-    if isinstance(exc, CallerError):
-        return "connect_" + (type(exc.__cause__).__name__ if exc.__cause__ else "failed")
-    return "webhook_" + type(exc).__name__
-
-
-def summarize_call(result: CallResult) -> dict[str, Any]:
-    """One call as the aggregate needs it (the full ``CallResult`` carries all the audio)."""
-    errors = list(result.errors)
-    if result.busy_message is not None:
-        errors.append("busy")
-    errors += ["no_reply"] * sum(t.timed_out for t in result.turns)
-    if result.hung_up_by == "bot":
-        errors.append("closed_by_server")
-    return {
-        "answered": result.answered,
-        "first_audio_ms": [t.first_audio_ms for t in result.turns if t.first_audio_ms is not None],
-        "gaps_ms": [g for t in result.turns for g in t.gaps_ms],
-        "marks": [m.name for m in result.marks],
-        "errors": errors,
-        "frames_sent": result.frames_sent,
-        "late_frames": result.late_frames,
-        "max_frame_lateness_ms": round(result.max_frame_lateness_ms, 1),
-        "duration_s": round(result.duration_s, 2),
-    }
-
-
-async def _one_call(url: str, auth_token: str | None, delay_s: float, duration_s: float) -> dict[str, Any]:
-    await asyncio.sleep(delay_s)
-    config = CallerConfig(
-        url=url,
-        utterances=[caller_voice()],
-        auth_token=auth_token,
-        turns=10_000,  # bounded by stop_after_s and max_duration_s
-        stop_after_s=duration_s,
-        max_duration_s=duration_s + _CALL_SLACK_S,
-        answer_timeout_s=10.0,
-    )
-    try:
-        return summarize_call(await place_call(config))
-    except (CallerError, OSError, httpx.HTTPError) as exc:
-        return {"answered": False, "errors": [_error_reason(exc)]}
-
-
-async def _loop_lag(stop: asyncio.Event, lags: list[float], at: list[float] | None = None) -> None:
-    """How late this event loop wakes a 10 ms timer (ms); ``at`` gets each sample's monotonic time."""
-    while not stop.is_set():
-        due = time.monotonic() + _LAG_TICK_S
-        await asyncio.sleep(_LAG_TICK_S)
-        now = time.monotonic()
-        lags.append(max(0.0, now - due) * 1000)
-        if at is not None:
-            at.append(now)
-
-
-async def run_worker(url: str, auth_token: str | None, delays_s: list[float], duration_s: float) -> dict[str, Any]:
-    """Run one caller per entry of ``delays_s`` (its start time), concurrently; their summaries and the loop lag."""
-    stop = asyncio.Event()
-    lags: list[float] = []
-    lag_task = asyncio.create_task(_loop_lag(stop, lags))
-    cpu0 = time.process_time()
-    try:
-        calls = await asyncio.gather(*(_one_call(url, auth_token, d, duration_s) for d in delays_s))
-    finally:
-        stop.set()
-        await lag_task
-    return {"calls": calls, "loop_lag_ms": lags, "cpu_s": time.process_time() - cpu0}
-
-
-# --- the orchestrator -----------------------------------------------------------------------------------------
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -233,65 +89,17 @@ def order_violations(marks: list[str]) -> int:
     return violations
 
 
-@dataclass
-class _ProcSampler:
-    """CPU and RSS of one process from ``/proc``, sampled every half second."""
-
-    pid: int
-    rss_mb: list[float] = field(default_factory=list)
-    _ticks: float = float(os.sysconf("SC_CLK_TCK"))
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self._ticks  # utime + stime
-
-    def rss(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    async def sample(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                self.rss_mb.append(self.rss())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _SAMPLE_EVERY_S)
-
-
-_SCRAPED: Final = ("hanmadi_voice_to_voice_seconds", "hanmadi_first_response_seconds")
-
-
-async def _scrape(url: str) -> dict[str, float]:
-    """Sums and counts of the server's latency histograms (Prometheus text format)."""
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        text = (await client.get(f"{url}/metrics")).text
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name.endswith(("_sum", "_count")) and name.rsplit("_", 1)[0] in _SCRAPED:
-            values[name] = float(value)
-    return values
-
-
-def _server_means(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
-    """Mean of each scraped histogram over the load (ms): the server's own view of the latency."""
-    means: dict[str, float | None] = {}
-    for metric in _SCRAPED:
-        n = after.get(metric + "_count", 0.0) - before.get(metric + "_count", 0.0)
-        total = after.get(metric + "_sum", 0.0) - before.get(metric + "_sum", 0.0)
-        key = metric.removeprefix("hanmadi_").removesuffix("_seconds") + "_mean_ms"
-        means[key] = round(total / n * 1000, 1) if n else None
-    return means
-
-
 def _free_port() -> int:
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-async def _start_server(port: int, auth_token: str, max_calls: int, log_file: str) -> asyncio.subprocess.Process:
+async def _start_server(
+    port: int, auth_token: str, max_calls: int, log_file: str, database_url: str | None
+) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -302,6 +110,7 @@ async def _start_server(port: int, auth_token: str, max_calls: int, log_file: st
         str(max_calls),
         "--log-file",
         log_file,
+        *(["--database-url", database_url] if database_url else []),
         env={**os.environ, "HANMADI_LOAD_AUTH_TOKEN": auth_token},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -335,7 +144,7 @@ async def _run_workers(
 ) -> list[dict[str, Any]]:
     """Split the callers round-robin over ``workers`` subprocesses; each prints one JSON line."""
     shares = [delays_s[w::workers] for w in range(workers) if delays_s[w::workers]]
-    bound_s = max(delays_s, default=0.0) + duration_s + _CALL_SLACK_S + 30.0
+    bound_s = max(delays_s, default=0.0) + duration_s + CALL_SLACK_S + 30.0
     procs = []
     for share in shares:
         spec = json.dumps({"url": url, "auth_token": auth_token, "delays_s": share, "duration_s": duration_s})
@@ -400,13 +209,15 @@ async def run_load(
     auth_token: str | None = None,
     workers: int | None = None,
     baseline_s: float | None = None,
+    record: bool = True,
 ) -> dict[str, Any]:
     """Run ``calls`` concurrent simulated calls for ``duration_s`` each, started over ``ramp_s``; the report.
 
     Starts a load server in its own process unless ``url`` names a running one (then ``auth_token`` must be its
     Twilio auth token, or None for a ``--dev`` server, and the server's CPU/RSS are not measured). ``workers``
     generator processes (default one per 100 calls, at most one per core) run the callers. The baseline is one
-    call alone for ``baseline_s`` (default ``min(duration_s, 20)``), just before the load.
+    call alone for ``baseline_s`` (default ``min(duration_s, 20)``), just before the load. With ``record`` (the
+    default, as in production) the server records every call to a SQLite file; ``recorded_calls`` counts them.
     """
     if calls < 1 or duration_s <= 0 or ramp_s < 0:
         raise ValueError("need calls >= 1, duration_s > 0, ramp_s >= 0")
@@ -416,23 +227,26 @@ async def run_load(
     tmp = tempfile.TemporaryDirectory(prefix="hanmadi-load-")
     server: asyncio.subprocess.Process | None = None
     log_file = str(Path(tmp.name) / "server.log")
+    database = Path(tmp.name) / "calls.db"
+    recorded: int | None = None
     try:
         if url is None:
             port = _free_port()
             auth_token = secrets.token_hex(16)
-            server = await _start_server(port, auth_token, calls + 10, log_file)
+            database_url = f"sqlite+aiosqlite:///{database}" if record else None
+            server = await _start_server(port, auth_token, calls + 10, log_file, database_url)
             url = f"http://127.0.0.1:{port}"
-        sampler = _ProcSampler(server.pid) if server is not None else None
+        sampler = ProcSampler(server.pid) if server is not None else None
         base = _aggregate(await _run_workers(url, auth_token, [0.0], baseline_s, 1))
         idle_rss = sampler.rss() if sampler else None
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.sample(stop)) if sampler else None
-        scraped = await _scrape(url)
+        scraped = await scrape(url)
         cpu0, t0 = (sampler.cpu_s() if sampler else 0.0), time.monotonic()
         delays = [ramp_s * i / calls for i in range(calls)]
         load = _aggregate(await _run_workers(url, auth_token, delays, duration_s, workers))
         cpu1, t1 = (sampler.cpu_s() if sampler else 0.0), time.monotonic()
-        server_view = _server_means(scraped, await _scrape(url))
+        server_view = server_means(scraped, await scrape(url))
         stats: dict[str, list[float]] = {"loop_lag_ms": [], "at": []}
         if server is not None:
             async with httpx.AsyncClient(timeout=10.0) as client:
@@ -442,7 +256,9 @@ async def run_load(
             await sampling
     finally:
         if server is not None:
-            await _stop(server)
+            await _stop(server)  # a drained shutdown: the recorder has written everything
+            if record:
+                recorded = _count_calls(database)
         tmp.cleanup()
     server_lags = [lag for lag, at in zip(stats["loop_lag_ms"], stats["at"], strict=True) if t0 <= at <= t1]
     peak_rss = max(sampler.rss_mb, default=0.0) if sampler else None
@@ -482,34 +298,15 @@ async def run_load(
         "ramp_s": ramp_s,
         "duration_s": duration_s,
         "wall_s": round(t1 - t0, 1),
-        "server": "external" if server is None else "subprocess, simulated seed-profile providers, no recorder",
+        "recorder": record if server is not None else None,
+        "recorded_calls": recorded,
+        "server": "external" if server is None else "subprocess, simulated seed-profile providers",
     }
 
 
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hanmadi.bench.load", description=__doc__.splitlines()[0])
-    parser.add_argument("--serve-port", type=int, help="run the load server on this port")
-    parser.add_argument("--max-calls", type=int, default=1000)
-    parser.add_argument("--log-file")
-    parser.add_argument("--worker", help="run a generator worker from this JSON spec")
-    parser.add_argument("--calls", type=int, default=10)
-    parser.add_argument("--ramp", type=float, default=5.0)
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--url")
-    args = parser.parse_args(argv)
-    if args.serve_port:
-        token = os.environ.get("HANMADI_LOAD_AUTH_TOKEN") or secrets.token_hex(16)
-        serve(args.serve_port, auth_token=token, max_calls=args.max_calls, log_file=args.log_file)
-    elif args.worker:
-        # the generator is measuring equipment: on a shared machine the server gets the CPU first
-        os.nice(GENERATOR_NICE)
-        spec = json.loads(args.worker)
-        report = asyncio.run(run_worker(spec["url"], spec["auth_token"], spec["delays_s"], spec["duration_s"]))
-        sys.stdout.write(json.dumps(report) + "\n")
-    else:
-        report = asyncio.run(run_load(args.calls, args.ramp, args.duration, args.url))
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    _main()
+def _count_calls(database: Path) -> int | None:
+    """How many calls the load server stored (None if the database was never created)."""
+    if not database.exists():
+        return None
+    with sqlite3.connect(database) as db:
+        return int(db.execute("SELECT count(*) FROM calls").fetchone()[0])
