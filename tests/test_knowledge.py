@@ -84,6 +84,16 @@ def test_a_bad_knowledge_file_stops_the_server_at_start_up(tmp_path: Path) -> No
         create_app(settings, use_recorder=False)
 
 
+def test_the_server_loads_the_knowledge_file() -> None:
+    from hanmadi.server import create_app
+
+    settings = Settings(
+        dev=True, stt="simulated", llm="simulated", tts="simulated", knowledge_file=EXAMPLE, _env_file=None
+    )  # type: ignore[call-arg]
+    state = create_app(settings, use_recorder=False).state.hanmadi
+    assert state.knowledge is not None and state.knowledge.path == EXAMPLE
+
+
 # --- retrieval ----------------------------------------------------------------------------------------------
 
 

@@ -49,3 +49,22 @@ async def test_the_turn_record_keeps_the_entries_that_grounded_the_answer() -> N
     assert shuttle.metrics["knowledge"] == {"mode": "unknown", "grounded": False, "entries": []}
     assert "모르겠습니다" in shuttle.spoken_text
     assert thanks.spoken_text == "감사합니다. 좋은 하루 보내세요." and llm.asked == 1  # only this turn asked the model
+
+
+def test_a_call_given_the_servers_knowledge_grounds_its_agent() -> None:
+    from call_harness import ListTransport, call_settings, start_event
+
+    from hanmadi.call import CallSession
+    from hanmadi.providers.simulated import ScriptedLLM, SimulatedTTS
+
+    source = KnowledgeSource.from_file(example_knowledge_path())
+    kwargs = {
+        "settings": call_settings(),
+        "stt": SimulatedSTT(),
+        "llm": ScriptedLLM(),
+        "tts": SimulatedTTS(latency=0.0),
+        "transport": ListTransport(),
+        "start": start_event(),
+    }
+    assert CallSession(**kwargs, knowledge=source).agent.knowledge is not None  # type: ignore[arg-type]
+    assert CallSession(**kwargs).agent.knowledge is None  # type: ignore[arg-type]

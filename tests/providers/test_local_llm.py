@@ -274,3 +274,19 @@ async def test_gemma_serves_concurrent_requests_in_turn(gemma: LlamaLLM) -> None
 
     replies = await asyncio.gather(ask("배송 주소를 바꾸고 싶어요."), ask("영업시간이 어떻게 되나요?"))
     assert all(HANGUL.search(r) for r in replies), replies
+
+
+@pytest.mark.local
+async def test_gemma_grounded_in_the_example_restaurant_states_only_its_facts(gemma: LlamaLLM) -> None:
+    from hanmadi.agent import Agent, grounding_config
+    from hanmadi.config import Settings
+    from hanmadi.knowledge import KnowledgeSource, example_knowledge_path
+
+    source = KnowledgeSource.from_file(example_knowledge_path())
+    guard = source.current.guard
+    for question in ("비건 메뉴 있어요?", "오늘 몇시에 문 닫아요", "체인점 내고 싶은데요"):  # completions, not lookups
+        agent = Agent("짧게 답하세요.", knowledge=grounding_config(Settings(_env_file=None), source))
+        answer = agent.reply(gemma, agent.user_message(question))
+        reply = "".join([c async for c in answer.chunks])
+        assert answer.grounding.mode in ("grounded", "open"), answer.grounding
+        assert reply and guard.unsupported(reply, question, from_knowledge=answer.grounding.mode != "open") == []
