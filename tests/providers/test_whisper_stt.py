@@ -54,9 +54,13 @@ class ScriptedPartials:
         self.resets = 0
         self.closed = False
 
+    @property
+    def audio_s(self) -> float:
+        return self.pushed / 16000
+
     async def push(self, pcm: bytes) -> list[Transcript]:
         self.pushed += len(pcm)
-        return [Transcript("대충", is_final=False, audio_s=self.pushed / 16000)]
+        return [Transcript("대충", is_final=False, audio_s=self.audio_s)]
 
     async def finalize(self) -> Transcript:
         self.finalized += 1
@@ -186,6 +190,27 @@ async def test_a_finished_speculative_pass_is_the_partial_the_turn_detector_read
     assert await stream.push(silence(20)) == []  # Vosk's rougher partials stay back while the caller is silent
     await push_ms(stream, voiced(100))
     assert (await stream.push(voiced(20)))[0].text == "대충"  # the caller resumed: Vosk again
+
+
+class QuietPartials(ScriptedPartials):
+    """Like Vosk: a partial only when the text changes — here once, at the first words."""
+
+    async def push(self, pcm: bytes) -> list[Transcript]:
+        first = self.pushed == 0
+        self.pushed += len(pcm)
+        return [Transcript("주차는 가능한가요", is_final=False, audio_s=self.audio_s)] if first else []
+
+
+async def test_vosks_words_are_confirmed_once_the_caller_falls_silent(
+    gate: GatedTranscriber, worker: PassWorker
+) -> None:
+    stream = WhisperStream(QuietPartials(), worker, speculative_pause_ms=400)
+    results = [await stream.push(chunk) for chunk in (voiced(20), voiced(580))]
+    assert [r.audio_s for batch in results for r in batch] == [0.02]  # the words, heard early in the voice
+    confirmed = [r for _ in range(5) for r in await stream.push(silence(20))]
+    # once past the end of the voice: the same words, now covering all of it (and only once)
+    assert [(r.text, r.audio_s) for r in confirmed] == [("주차는 가능한가요", 0.62)]
+    gate.release.set()
 
 
 async def test_a_dropped_pass_still_queued_never_runs(gate: GatedTranscriber, worker: PassWorker) -> None:

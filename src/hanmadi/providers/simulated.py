@@ -260,7 +260,8 @@ class SimulatedSTTStream:
         self._stt = stt
         self.sample_rate = sample_rate
         self.turn = 0
-        self._audio_s = 0.0
+        self._audio_s = 0.0  # stream time, like a real recogniser's: it runs on across turns
+        self._turn_start_s = 0.0
         self._words_shown = 0
         self.closed = False
 
@@ -271,7 +272,7 @@ class SimulatedSTTStream:
         """Feed PCM16 audio; a partial result appears every ``partial_every_s`` seconds of audio."""
         self._audio_s += len(pcm) / 2 / self.sample_rate
         words = self._text().split()
-        due = min(len(words), int(self._audio_s / self._stt.partial_every_s))
+        due = min(len(words), int((self._audio_s - self._turn_start_s) / self._stt.partial_every_s))
         if due <= self._words_shown:
             return []
         self._words_shown = due
@@ -281,7 +282,7 @@ class SimulatedSTTStream:
         """The turn's full scripted text; the next call starts the next turn."""
         result = Transcript(self._text(), is_final=True, audio_s=self._audio_s)
         self.turn += 1
-        self._audio_s = 0.0
+        self._turn_start_s = self._audio_s
         self._words_shown = 0
         return result
 

@@ -511,6 +511,7 @@ class WhisperStream:
         self._framed_bytes = 0  # stream bytes that went through the VAD (whole frames)
         self._speculative: Pass | None = None
         self._rough = ""  # Vosk's latest words this turn: the fallback when Whisper fails or is too slow
+        self._confirmed_s = -1.0  # the end of voice for which Vosk's words were confirmed (see _confirm)
         self._closed = False
 
     @property
@@ -525,9 +526,9 @@ class WhisperStream:
     async def push(self, pcm: bytes) -> list[Transcript]:
         """Buffer ``pcm`` for the final pass (speculating at pauses); return the partials.
 
-        Vosk's partials, until a speculative pass has finished while the caller is still silent: then its text
-        (Whisper's, far closer to the words) is the partial, and Vosk's are held back until the caller resumes —
-        the turn detector reads the words' ending from it (Korean end-of-turn).
+        Vosk's partials (confirmed once the caller falls silent), until a speculative pass has finished while the
+        caller is still silent: then its text (Whisper's, far closer to the words) is the partial, and Vosk's are
+        held back until the caller resumes — the turn detector reads the words' ending from it (Korean end-of-turn).
         """
         if self._closed:
             raise ProviderError("local", "stt_closed", "the recognizer was closed")
@@ -541,14 +542,33 @@ class WhisperStream:
         if partials and partials[-1].text:
             self._rough = partials[-1].text
         spec = self._speculative
-        if spec is None:
-            return partials
-        if not spec.reported and spec.future.done():
-            text = "" if spec.future.cancelled() or spec.future.exception() else spec.future.result()
-            if text:
-                spec.reported = True
-                return [Transcript(text, is_final=False, audio_s=spec.voice_end_s)]
-        return [] if spec.reported else partials
+        if spec is not None:
+            if spec.reported:
+                return []
+            if spec.future.done():
+                text = "" if spec.future.cancelled() or spec.future.exception() else spec.future.result()
+                if text:
+                    spec.reported = True
+                    return [Transcript(text, is_final=False, audio_s=spec.voice_end_s)]
+        return partials or self._confirm()
+
+    def _confirm(self) -> list[Transcript]:
+        """Vosk's unchanged words again, once it has decoded past the end of the voice.
+
+        Vosk sends a partial only when its text changes; when the last word was out before the caller fell silent,
+        nothing would tell the turn detector that these words are all there is — and it would not trust them.
+        """
+        decoded_s = float(getattr(self._partials, "audio_s", 0.0))
+        if (
+            self._rough
+            and self._voice_start is not None
+            and self._silence_ms > 0
+            and self._confirmed_s != self._voice_end_s
+            and decoded_s >= self._voice_end_s
+        ):
+            self._confirmed_s = self._voice_end_s
+            return [Transcript(self._rough, is_final=False, audio_s=decoded_s)]
+        return []
 
     def _on_frame(self, frame: bytes) -> None:
         self._audio += frame
