@@ -185,7 +185,8 @@ class Agent:
         if config is None or not getattr(llm, "base_model", False):
             messages = self.messages_for(user)
             grounding = self.last_grounding or Grounding("none")
-            metrics.KNOWLEDGE_TURNS.labels(mode=grounding.mode).inc()
+            if config is not None:
+                metrics.KNOWLEDGE_TURNS.labels(mode=grounding.mode).inc()
             return AgentReply(llm.stream(messages), grounding)
         grounding = self.ground(user)
         metrics.KNOWLEDGE_TURNS.labels(mode=grounding.mode).inc()

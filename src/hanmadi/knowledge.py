@@ -37,7 +37,7 @@ import re
 import signal
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -769,11 +769,6 @@ class KnowledgeSource:
                 await asyncio.to_thread(self.reload, "SIGHUP")
             elif self.changed_on_disk():
                 await asyncio.to_thread(self.reload, "file changed")
-
-
-def knowledge_json(hits: Iterable[Hit]) -> list[dict[str, Any]]:
-    """Hits as stored with a turn."""
-    return [h.to_dict() for h in hits]
 
 
 @contextlib.asynccontextmanager
