@@ -88,42 +88,99 @@ def test_korean_ending_rule_is_off_for_english() -> None:
 
 
 def test_korean_ending_followed_by_punctuation_keeps_the_punctuation() -> None:
-    assert segment("정말 좋아요 ?! 네", first_clause_split=False) == ["정말 좋아요 ?", "네"]
+    assert segment("정말 좋아요 ?! 네", first_clause_split=False) == ["정말 좋아요 ?!", "네"]
 
 
-# Terminal punctuation and zero lookahead ----------------------------------------------------------------------
+# Terminal punctuation and its closing run (one character of lookahead) ------------------------------------
 
 
-def test_exclamation_emits_with_zero_lookahead() -> None:
+def test_exclamation_emits_on_the_next_character() -> None:
     seg = SentenceSegmenter()
-    assert seg.push("안녕하세요!") == ["안녕하세요!"]
+    assert seg.push("안녕하세요!") == []
+    assert seg.push(" ") == ["안녕하세요!"]
     assert seg.flush() == []
+    assert seg.push("안녕하세요!") == []
+    assert seg.flush() == ["안녕하세요!"]
 
 
-def test_question_mark_emits_with_zero_lookahead() -> None:
-    assert SentenceSegmenter().push("몇 시로 해 드릴까요?") == ["몇 시로 해 드릴까요?"]
+def test_question_mark_emits_on_the_next_character() -> None:
+    assert SentenceSegmenter().push("몇 시로 해 드릴까요? 네") == ["몇 시로 해 드릴까요?"]
 
 
-def test_korean_period_emits_with_zero_lookahead() -> None:
+def test_korean_period_emits_on_the_next_character_even_without_a_space() -> None:
     seg = SentenceSegmenter()
-    assert seg.push("감사합니다.") == ["감사합니다."]
-    assert seg.push("좋아요.") == ["좋아요."]
-    assert seg.push("그렇죠.") == ["그렇죠."]
+    assert seg.push("감사합니다.") == []
+    assert seg.push("좋아요.") == ["감사합니다."]
+    assert seg.push("그렇죠.") == ["좋아요."]
+    assert seg.flush() == ["그렇죠."]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("잠시만요... 확인해 볼게요.", ["잠시만요...", "확인해 볼게요."]),
+        ("정말요?! 대박이네요", ["정말요?!", "대박이네요"]),
+        ("잠시만요...", ["잠시만요..."]),
+        ("정말요?!", ["정말요?!"]),
+        ("네?? 뭐라고요?", ["네??", "뭐라고요?"]),
+        ("와... 정말요?!", ["와...", "정말요?!"]),
+    ],
+)
+def test_closing_run_is_kept_as_written(text: str, expected: list[str]) -> None:
+    assert segment(text) == expected
+    seg = SentenceSegmenter()
+    assert [s for ch in text for s in seg.push(ch)] == expected[:-1]  # the last one waits for the end
+    assert seg.flush() == expected[-1:]
+
+
+def test_closing_run_stays_together_across_tokens() -> None:
+    assert stream(["잠시만요", ".", "..", " 확인", "해 볼게요."]) == [
+        [],
+        [],
+        [],
+        ["잠시만요..."],
+        [],
+        ["확인해 볼게요."],
+    ]
+    assert stream(["정말요?", "!", " 네"]) == [[], [], ["정말요?!"], ["네"]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "고객님께서 '예약을 변경하고 싶어요.'라고 말씀하셨네요.",
+        "고객님께서 ‘예약을 변경하고 싶어요.’라고 말씀하셨네요.",
+        "담당자가 '곧 연락드릴게요!'하고 전화를 끊었어요.",
+        '손님이 "정말요?!"라고 물으셨어요.',
+    ],
+)
+def test_sentence_end_inside_quotes_before_a_quotative_does_not_split(text: str) -> None:
+    assert segment(text) == [text]
+    assert segment(text + " 맞으시죠?") == [text, "맞으시죠?"]
+
+
+def test_closing_quote_then_space_ends_the_sentence() -> None:
+    assert segment("'변경하고 싶어요.' 다음 문의는요?") == ["'변경하고 싶어요.'", "다음 문의는요?"]
 
 
 def test_cjk_punctuation() -> None:
     seg = SentenceSegmenter(lang="ja")
-    assert seg.push("今日は晴れです。") == ["今日は晴れです。"]
-    assert seg.push("本当？すごい！") == ["本当？", "すごい！"]
+    assert seg.push("今日は晴れです。") == []
+    assert seg.push("本当？すごい！") == ["今日は晴れです。", "本当？"]
+    assert seg.flush() == ["すごい！"]
 
 
-def test_stray_terminal_run_after_zero_lookahead_is_dropped() -> None:
-    assert stream(["와!", "!", " 정말?", "!"]) == [["와!"], [], ["정말?"], [], []]
-    assert segment("와!! 정말?!") == ["와!", "정말?"]
+def test_terminal_run_split_over_tokens_is_attached() -> None:
+    assert stream(["와!", "!", " 정말?", "!"]) == [[], [], ["와!!"], [], ["정말?!"]]
+    assert segment("와!! 정말?!") == ["와!!", "정말?!"]
 
 
-def test_stray_closing_mark_after_zero_lookahead_is_dropped() -> None:
-    assert segment("좋아요!) 다음") == ["좋아요!", "다음"]
+def test_closing_mark_after_a_certain_end_is_attached() -> None:
+    assert segment("좋아요!) 다음") == ["좋아요!)", "다음"]
+
+
+def test_stray_punctuation_at_line_start_is_dropped() -> None:
+    assert segment("좋아요\n!) 다음") == ["좋아요", "다음"]
 
 
 def test_open_quote_waits_one_character_and_keeps_the_closing_quote() -> None:
@@ -146,8 +203,8 @@ def test_ellipsis_run_is_kept_together() -> None:
     assert segment("Well... I see. And then…… fine") == ["Well...", "I see.", "And then……", "fine"]
 
 
-def test_korean_period_before_ellipsis_emits_at_first_dot() -> None:
-    assert segment("그게... 잘 모르겠어요") == ["그게.", "잘 모르겠어요"]
+def test_korean_period_before_ellipsis_keeps_the_ellipsis() -> None:
+    assert segment("그게... 잘 모르겠어요") == ["그게...", "잘 모르겠어요"]
 
 
 # Dots that do not end a sentence ------------------------------------------------------------------------------
@@ -288,11 +345,8 @@ def test_flush_resets_for_the_next_answer() -> None:
     seg = SentenceSegmenter()
     assert seg.push('그가 "오늘 날씨가 정말 좋은데') == []
     assert seg.flush() == ['그가 "오늘 날씨가 정말 좋은데']
-    assert seg.push("오늘 날씨가 정말 좋은데 산책하러 나가시는 건 어떠세요?") == [
-        "오늘 날씨가 정말 좋은데",
-        "산책하러 나가시는 건 어떠세요?",
-    ]
-    assert seg.flush() == []
+    assert seg.push("오늘 날씨가 정말 좋은데 산책하러 나가시는 건 어떠세요?") == ["오늘 날씨가 정말 좋은데"]
+    assert seg.flush() == ["산책하러 나가시는 건 어떠세요?"]
 
 
 def test_invalid_settings_are_rejected() -> None:
@@ -302,15 +356,15 @@ def test_invalid_settings_are_rejected() -> None:
         SentenceSegmenter(first_clause_min_chars=-1)
 
 
-# LLM-like token streams: the sentence comes out on the token that completes it -------------------------------
+# LLM-like token streams: the sentence comes out on the token after its end (or at flush) ---------------------
 
 
-def test_sentences_come_out_on_the_completing_token() -> None:
+def test_sentences_come_out_on_the_token_after_their_end() -> None:
     tokens = ["네", ", ", "예약", " 도", "와드", "리겠", "습니", "다.", " 몇", " 시", "로 ", "해 ", "드릴", "까요", "?"]
     out = stream(tokens)
     assert out[tokens.index(", ")] == ["네,"]
-    assert out[tokens.index("다.")] == ["예약 도와드리겠습니다."]
-    assert out[tokens.index("?")] == ["몇 시로 해 드릴까요?"]
+    assert out[tokens.index(" 몇")] == ["예약 도와드리겠습니다."]
+    assert out[-1] == ["몇 시로 해 드릴까요?"]  # the end of the answer confirms the last one
     assert sum(len(o) for o in out) == 3
 
 

@@ -21,8 +21,8 @@ __all__ = ["SentenceSegmenter"]
 _TERMINALS = frozenset(".!?…‥。！？")
 _CLOSERS = frozenset("\"'”’)]}」』》〉）］")
 _OPENERS = frozenset("([{「『“‘《〈（［")
-# Punctuation that cannot begin a spoken sentence: a stray "!" or closing quote that arrives right after a
-# sentence already emitted with zero lookahead is dropped (see the class docstring).
+# Punctuation that cannot begin a spoken sentence: a stray "!" or closing mark at the start of a line or after a
+# sentence cut by a newline or by its length is dropped (see the class docstring).
 _LEADING_DROP = (_TERMINALS | _CLOSERS | frozenset(",、，;:")) - frozenset("\"'")
 _CJK_COMMAS = frozenset("、，")
 # Markup that is never spoken, wherever it appears. "_" is handled separately: only "__" is markup.
@@ -98,6 +98,10 @@ class _Mode(Enum):
     KOREAN_ENDING = 2
     # The dot of an abbreviation like "etc." or "U.S.": see _SOFT_ABBREVIATIONS.
     SOFT_ABBREVIATION = 3
+    # A certain sentence end (!, ?, a Korean dot) at the end of the buffer: the rest of its closing run (?!, ...,
+    # a closing quote) is kept as written; whitespace, the end of the answer or any other character confirms
+    # the end, except a letter right after a closing mark: a quotation goes on ('…싶어요.'라고 말씀하셨네요).
+    CLOSING_RUN = 4
 
 
 class SentenceSegmenter:
@@ -109,9 +113,12 @@ class SentenceSegmenter:
     Where a sentence ends:
 
     * ``!``, ``?``, ``。``, ``！``, ``？`` and a ``.`` right after a Hangul syllable (or another non-Latin letter,
-      or punctuation) end a sentence with **zero lookahead**: ``push("안녕하세요!") == ["안녕하세요!"]``. While a
-      quote or bracket is open in the current line they wait for the next character instead, so that
-      ``"좋아요!"라고`` stays one sentence and the closing quote stays attached.
+      or punctuation) certainly end a sentence; **one character of lookahead** keeps the closing run as written:
+      ``잠시만요...`` stays ``잠시만요...``, ``정말요?!`` stays ``정말요?!``, a closing quote or bracket stays
+      attached. Whitespace, the end of the answer or any other character confirms the end
+      (``push("안녕하세요!") == []``, ``push(" ") == ["안녕하세요!"]``), except a letter right after a closing mark:
+      a quotation goes on (``'…변경하고 싶어요.'라고 말씀하셨네요.`` is one sentence). While a quote or bracket is
+      open in the current line any character but punctuation continues the sentence (``"좋아요!라고``).
     * A ``.`` after a Latin letter or a digit, ``…`` and ``..`` wait for the next character: a letter or digit
       means a decimal point, a URL or an e-mail (``3.5``, ``example.com``, ``a.b@c.kr``); more terminal
       punctuation or closing marks are attached; whitespace or the end of the answer confirms the end.
@@ -131,9 +138,8 @@ class SentenceSegmenter:
       answer that opens with an acknowledgement and a comma (``네,``, ``예,``, ``알겠습니다,`` …) has it spoken on its
       own at once, however long the sentence turns out to be.
 
-    Zero lookahead has one consequence: terminal punctuation or a closing mark that arrives right after a
-    sentence was emitted (``와!`` then ``!``, ``"``) can no longer be attached, so punctuation that would start a
-    sentence (``. ! ? … , ; :`` and closing marks) is dropped. It does not change what is spoken.
+    Punctuation that would start a sentence (``. ! ? … , ; :`` and closing marks — after a newline, or after a
+    sentence cut for its length) is dropped. It does not change what is spoken.
 
     Properties, for any text and any split of it into chunks (tested with hypothesis):
 
@@ -204,6 +210,25 @@ class SentenceSegmenter:
             else:
                 self._feed(ch)
                 buf = self._buf
+        return out
+
+    @property
+    def holds_end(self) -> bool:
+        """The buffer ends with a certain sentence end still waiting for one character to close its run."""
+        return self._mode is _Mode.CLOSING_RUN
+
+    def confirm_end(self) -> list[str]:
+        """Emit a sentence whose certain end is waiting for its closing run (:attr:`holds_end`), without waiting.
+
+        For a stream that went quiet after ``…요.``: the engine should not hold a sentence hostage to the next
+        token. Punctuation of the run that arrives later is dropped as stray. Returns ``[]`` otherwise.
+        """
+        if self._mode is not _Mode.CLOSING_RUN:
+            return []
+        out: list[str] = []
+        self._out = out
+        self._cut()
+        self._update_fast()
         return out
 
     def flush(self) -> list[str]:
@@ -300,6 +325,8 @@ class SentenceSegmenter:
         if mode is not _Mode.NORMAL:
             if mode is _Mode.PENDING_END:
                 done = self._resolve_pending_end(ch)
+            elif mode is _Mode.CLOSING_RUN:
+                done = self._resolve_closing_run(ch)
             elif mode is _Mode.KOREAN_ENDING:
                 done = self._resolve_korean_ending(ch)
             else:
@@ -318,6 +345,18 @@ class SentenceSegmenter:
             return True
         self._mode = _Mode.NORMAL
         if ch == " " or ch == "\n":
+            self._cut()
+        return False
+
+    def _resolve_closing_run(self, ch: str) -> bool:
+        if ch in _TERMINALS or ch in _CLOSERS:
+            if ch == '"' or ch == "'":
+                self._append(ch)  # after terminal punctuation a quote closes
+            else:
+                self._append_mark(ch)
+            return True
+        self._mode = _Mode.NORMAL
+        if not (ch.isalnum() and self._buf and self._buf[-1] in _CLOSERS):
             self._cut()
         return False
 
@@ -384,7 +423,7 @@ class SentenceSegmenter:
             self._overflow()
 
     def _append_mark(self, ch: str) -> None:
-        """Append a quote or bracket and track whether one is open (zero lookahead needs none open)."""
+        """Append a quote or bracket and track whether one is open (a certain end needs none open)."""
         if ch == '"':
             self._quote_open = not self._quote_open
         elif ch in _OPENERS:
@@ -398,7 +437,7 @@ class SentenceSegmenter:
         if ch == "." and not self._dot_ends_now():
             return
         if ch in "!?。！？." and not self._quote_open and not self._open_marks:
-            self._cut()  # zero lookahead
+            self._mode = _Mode.CLOSING_RUN  # certain: one more character tells where the closing run ends
         elif self._mode is _Mode.NORMAL:
             self._mode = _Mode.PENDING_END
 
