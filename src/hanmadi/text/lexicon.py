@@ -1,0 +1,171 @@
+"""A deployment's pronunciation lexicon: written form → spoken form, applied before the speakable rules.
+
+Brand names, menu items, the agent's own name: what no rule can guess. A lexicon file is either
+
+* **TSV**: one ``written<TAB>spoken`` pair a line, an optional third column ``ignore_case`` (or ``i``) for a
+  case-insensitive entry; blank lines and lines starting with ``#`` are skipped; or
+* **JSON**: ``{"written": "spoken", …}``, or ``{"case_sensitive": false, "entries": {…}}`` to make every entry
+  case-insensitive, or ``{"entries": [{"written": …, "spoken": …, "case_sensitive": false}, …]}``.
+
+Entries match whole words only: not inside a longer word of letters or digits, except that a Korean particle
+or ending may follow a word (``한마디는``, ``KTX로``, ``Gemma입니다``). The longest entry wins where two overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Lexicon", "LexiconEntry", "LexiconError"]
+
+# Hangul syllables that begin a particle or a copula ending right after a noun.
+_PARTICLE_STARTS = "은는이가을를에께로으와과랑도만의요입예처보까부하한님야죠였일라"
+
+
+class LexiconError(ValueError):
+    """A lexicon file that cannot be used; the message names the file and, where it can, the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class LexiconEntry:
+    """One written form and how to say it."""
+
+    written: str
+    spoken: str
+    case_sensitive: bool = True
+
+
+def _is_hangul(ch: str) -> bool:
+    return "가" <= ch <= "힣"
+
+
+def _pattern(entry: LexiconEntry) -> str:
+    body = re.escape(entry.written)
+    if not entry.case_sensitive:
+        body = f"(?i:{body})"
+    first, last = entry.written[0], entry.written[-1]
+    left = r"(?<!\w)" if (first.isalnum() or first == "_") else ""
+    if _is_hangul(last):
+        right = rf"(?![^\W{_PARTICLE_STARTS}])"  # a particle may follow, not another syllable
+    elif last.isalnum() or last == "_":
+        right = r"(?![^\W가-힣])"  # Hangul after a Latin word is a particle (KTX로)
+    else:
+        right = ""
+    return f"{left}{body}{right}"
+
+
+class Lexicon:
+    """Written → spoken replacements of whole words, all in one precompiled regex (one pass over the text)."""
+
+    def __init__(self, entries: Iterable[LexiconEntry]) -> None:
+        by_written: dict[tuple[str, bool], LexiconEntry] = {}
+        for entry in entries:
+            if not entry.written.strip():
+                raise LexiconError("a lexicon entry has an empty written form")
+            by_written[(entry.written, entry.case_sensitive)] = entry
+        self.entries: tuple[LexiconEntry, ...] = tuple(by_written.values())
+        self._exact: dict[str, str] = {}
+        self._folded: dict[str, str] = {}
+        for entry in self.entries:
+            if entry.case_sensitive:
+                self._exact[entry.written] = entry.spoken
+            else:
+                self._folded.setdefault(entry.written.casefold(), entry.spoken)
+        ordered = sorted(self.entries, key=lambda e: (-len(e.written), not e.case_sensitive))
+        self._regex = re.compile("|".join(_pattern(e) for e in ordered)) if ordered else None
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, str], case_sensitive: bool = True) -> Lexicon:
+        """A lexicon from a ``{written: spoken}`` dict."""
+        return cls(LexiconEntry(w, s, case_sensitive) for w, s in mapping.items())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Lexicon:
+        """Read a TSV or JSON lexicon file (JSON if it ends in ``.json`` or starts with ``{``).
+
+        Raises :class:`LexiconError` naming the file (and the line) for anything that is not a usable lexicon.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LexiconError(f"lexicon {path}: cannot read it ({exc})") from exc
+        if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            return cls(_json_entries(path, text))
+        return cls(_tsv_entries(path, text))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def apply(self, text: str) -> str:
+        """Replace every whole-word written form in ``text`` by its spoken form."""
+        if self._regex is None:
+            return text
+        return self._regex.sub(self._replace, text)
+
+    def _replace(self, m: re.Match[str]) -> str:
+        word = m.group()
+        spoken = self._exact.get(word)
+        if spoken is None:
+            spoken = self._folded.get(word.casefold(), word)
+        return spoken
+
+
+def _tsv_entries(path: Path, text: str) -> list[LexiconEntry]:
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        columns = line.rstrip("\r\n").split("\t")
+        if len(columns) not in (2, 3) or not columns[0].strip() or not columns[1].strip():
+            raise LexiconError(
+                f"lexicon {path} line {number}: expected 'written<TAB>spoken[<TAB>ignore_case]', got {line!r}"
+            )
+        flag = columns[2].strip().lower() if len(columns) == 3 else ""
+        if flag not in ("", "i", "ignore_case", "case_sensitive"):
+            raise LexiconError(f"lexicon {path} line {number}: third column must be 'ignore_case', got {flag!r}")
+        entries.append(LexiconEntry(columns[0].strip(), columns[1].strip(), flag not in ("i", "ignore_case")))
+    if not entries:
+        raise LexiconError(f"lexicon {path}: no entries")
+    return entries
+
+
+def _json_entries(path: Path, text: str) -> list[LexiconEntry]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LexiconError(f"lexicon {path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise LexiconError(f"lexicon {path}: expected a JSON object")
+    default_case = True
+    if "entries" in data:
+        default_case = data.get("case_sensitive", True)
+        if not isinstance(default_case, bool):
+            raise LexiconError(f"lexicon {path}: 'case_sensitive' must be true or false")
+        data = data["entries"]
+    entries: list[LexiconEntry] = []
+    if isinstance(data, dict):
+        for written, spoken in data.items():
+            if not isinstance(spoken, str) or not spoken.strip() or not written.strip():
+                raise LexiconError(f"lexicon {path}: entry {written!r} needs a non-empty spoken string")
+            entries.append(LexiconEntry(written.strip(), spoken.strip(), default_case))
+    elif isinstance(data, list):
+        for k, item in enumerate(data):
+            written = item.get("written") if isinstance(item, dict) else None
+            spoken = item.get("spoken") if isinstance(item, dict) else None
+            case = item.get("case_sensitive", default_case) if isinstance(item, dict) else None
+            if not isinstance(written, str) or not isinstance(spoken, str) or not isinstance(case, bool):
+                raise LexiconError(
+                    f"lexicon {path}: entry {k} must be {{'written': str, 'spoken': str, 'case_sensitive': bool}}"
+                )
+            if not written.strip() or not spoken.strip():
+                raise LexiconError(f"lexicon {path}: entry {k} has an empty written or spoken form")
+            entries.append(LexiconEntry(written.strip(), spoken.strip(), case))
+    else:
+        raise LexiconError(f"lexicon {path}: 'entries' must be an object or a list")
+    if not entries:
+        raise LexiconError(f"lexicon {path}: no entries")
+    return entries
