@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,6 +25,8 @@ from hanmadi.engine.strategies import get_strategy
 from hanmadi.engine.timeline import Timeline, TimelineEvent, TurnMetrics, compute_metrics
 from hanmadi.providers.base import TTS, AudioChunk, ProviderError
 from hanmadi.text.segmenter import SentenceSegmenter
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -57,6 +60,12 @@ class EngineConfig:
     max_sentence_chars: int = 120
     lang: str = "ko"
     fallback_text: str = ""
+    # written sentence → the text its TTS job is given (hanmadi.text.speaker: numbers, dates, … in words); the
+    # timeline, the reports' ``text`` and the agent's history keep the written sentence. None: the written text.
+    speakable: Callable[[str], str] | None = None
+    # how long a sentence whose end is certain (…요. / ?) may wait for the rest of its closing run (?!, ...) from
+    # the LLM's next chunk. 0: the run is kept when that chunk is already there, never waited for (first audio)
+    closing_run_wait_s: float = 0.0
 
 
 @dataclass
@@ -68,12 +77,14 @@ class SentenceReport:
     status: SentenceStatus = "pending"
     audio_s: float = 0.0
     sent_audio_s: float = 0.0
+    spoken: str = ""  # what the TTS was given (speakable text); "" until its TTS job starts
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {
             "index": self.index,
             "text": self.text,
+            "spoken": self.spoken,
             "status": self.status,
             "audio_s": round(self.audio_s, 3),
             "sent_audio_s": round(self.sent_audio_s, 3),
@@ -95,6 +106,11 @@ class TurnReport:
         """The text of the sentences actually sent, in order."""
         return " ".join(s.text for s in self.sentences if s.status == "sent")
 
+    @property
+    def speech_text(self) -> str:
+        """What the TTS was given for the sentences the caller heard (all or part of), in order."""
+        return " ".join(s.spoken or s.text for s in self.sentences if s.status == "sent" or s.sent_audio_s > 0)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {
@@ -104,6 +120,7 @@ class TurnReport:
             "cancelled": self.cancelled,
             "llm_error": self.llm_error,
             "spoken_text": self.spoken_text,
+            "speech_text": self.speech_text,
         }
 
 
@@ -127,6 +144,10 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
     return type(exc).__name__
+
+
+async def _anext(it: AsyncIterator[T]) -> T:
+    return await anext(it)
 
 
 async def _aclose(it: object) -> None:
@@ -278,7 +299,7 @@ class Reply:
         try:
             while True:
                 try:
-                    chunk = await anext(it)
+                    chunk = await self._next_chunk(it, on_sentence)
                 except StopAsyncIteration:
                     rest = self._segmenter.flush()
                     for k, text in enumerate(rest):
@@ -295,6 +316,23 @@ class Reply:
             await _aclose(it)
         await self._buffer.close(len(self._sentences))
         return len(self._sentences)
+
+    async def _next_chunk(self, it: AsyncIterator[str], on_sentence: Callable[[int], None] | None) -> str:
+        """The LLM's next chunk. A sentence whose certain end waits for its closing run goes out on its own unless
+        the next chunk comes within ``closing_run_wait_s`` — never held hostage to a slow token or a tool call."""
+        if not self._segmenter.holds_end:
+            return await anext(it)
+        nxt = asyncio.create_task(_anext(it), name="hanmadi-llm-next")
+        try:
+            done, _ = await asyncio.wait({nxt}, timeout=self.config.closing_run_wait_s)
+            if not done:
+                for text in self._segmenter.confirm_end():
+                    self._add_sentence(text, False, on_sentence)
+            return await nxt
+        finally:
+            if not nxt.done():
+                nxt.cancel()
+                await asyncio.wait({nxt})
 
     def _llm_failed(self, exc: Exception) -> None:
         reason = _reason(exc)
@@ -332,6 +370,7 @@ class Reply:
         """
         with slot:
             sentence = self._sentences[index]
+            sentence.spoken = self._speech_text(sentence.text)
             timeout = self.config.tts_timeout_s
             loop = asyncio.get_running_loop()
             self.timeline.emit("tts_start", index=index)
@@ -341,7 +380,7 @@ class Reply:
                 delivered = 0
                 try:
                     async with asyncio.timeout(timeout) as deadline:
-                        async with _closing(self.tts.synthesize(sentence.text)) as audio:
+                        async with _closing(self.tts.synthesize(sentence.spoken)) as audio:
                             async for chunk in audio:
                                 delivered += 1
                                 sentence.audio_s += chunk.duration_s
@@ -360,6 +399,18 @@ class Reply:
             sentence.status = "skipped"
             await self._buffer.fail(index)
             self.timeline.emit("skip", index=index, text=sentence.text, reason=reason)
+
+    def _speech_text(self, text: str) -> str:
+        """The words the TTS is given for a written sentence (microseconds; a failing rule never costs the
+        sentence: its written text is spoken instead)."""
+        make_speakable = self.config.speakable
+        if make_speakable is None:
+            return text
+        try:
+            return make_speakable(text) or text
+        except Exception:
+            log.exception("speakable text failed for %r; the TTS gets the written sentence", text)
+            return text
 
     async def send_available(self) -> None:
         """Send whatever is ready at the head of the reorder buffer, then every consecutive ready sentence."""
