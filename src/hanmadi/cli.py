@@ -391,5 +391,38 @@ def bench_stt(
         console.print(f"  {row['file']}: CER {row['cer']}  {row['text']}")
 
 
+@app.command("speakable")
+def speakable_command(
+    text: Annotated[str, typer.Argument(help="written text, as the LLM would write it")],
+    lexicon: Annotated[
+        Path | None, typer.Option(help="TSV or JSON written→spoken lexicon (default: HANMADI_LEXICON)")
+    ] = None,
+    lang: Annotated[str, typer.Option(help="language of the rules: ko or en")] = "ko",
+) -> None:
+    """Print what the TTS is given for TEXT: numbers, dates, times, money, phone numbers, units… in words."""
+    from hanmadi.text import Lexicon, LexiconError, speakable
+
+    if lexicon is not None:
+        try:
+            table: Lexicon | None = Lexicon.load(lexicon)
+        except LexiconError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+    else:
+        table = _settings().pronunciations()
+    sys.stdout.write(speakable(text, lang, table) + "\n")
+
+
+@bench_app.command("speakable")
+def bench_speakable(
+    sentences: Annotated[int, typer.Option(help="sentences to normalise", min=1)] = 200_000,
+    lang: Annotated[str, typer.Option(help="ko or en")] = "ko",
+) -> None:
+    """Written → spoken text throughput on one core (sentences/s, JSON)."""
+    from hanmadi.bench.speakable import run
+
+    _print_json(run(sentences, lang))
+
+
 if __name__ == "__main__":
     app()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from hanmadi.text.lexicon import Lexicon
+from hanmadi.text.speakable import speaker
 
 LogLang = Literal["ko", "en"]
 Strategy = Literal["realtime", "two_stage", "sequential"]
@@ -23,6 +27,7 @@ DEFAULT_GREETING = "안녕하세요, 한마디 상담원입니다. 무엇을 도
 class Settings(BaseSettings):
     """All of hanmadi's configuration. Environment: ``HANMADI_<FIELD>`` (case-insensitive)."""
 
+    _lexicon: Lexicon | None = PrivateAttr(None)
     model_config = SettingsConfigDict(env_prefix="HANMADI_", env_file=".env", extra="ignore")
 
     # --- server / telephony -------------------------------------------------------------------------
@@ -103,6 +108,9 @@ class Settings(BaseSettings):
     first_clause_split: bool = True
     first_clause_min_chars: int = Field(25, ge=5)
     max_sentence_chars: int = Field(120, ge=20)
+    # written → spoken text right before TTS (text/speakable.py): 3시 → 세 시, 12,500원 → 만 이천오백 원
+    speakable: bool = Field(True, description="numbers, dates, money, phone numbers… in words before TTS")
+    lexicon: Path | None = Field(None, description="TSV or JSON written→spoken pronunciations, applied first")
     log_lang: LogLang = "ko"
     log_format: Literal["text", "json"] = Field("text", description="text lines (escaped) or JSON lines")
 
@@ -209,6 +217,20 @@ class Settings(BaseSettings):
     @classmethod
     def _provider_name(cls, v: str) -> str:
         return v.strip().lower()
+
+    @model_validator(mode="after")
+    def _load_lexicon(self) -> Settings:
+        # read once at start-up: a bad file stops the server with its path and line, not the first call
+        self._lexicon = Lexicon.load(self.lexicon) if self.lexicon is not None else None
+        return self
+
+    def pronunciations(self) -> Lexicon | None:
+        """The deployment's lexicon (HANMADI_LEXICON), read at start-up."""
+        return self._lexicon
+
+    def speaker(self, lang: str = "ko") -> Callable[[str], str] | None:
+        """The written → spoken text function the engine applies before TTS (None: HANMADI_SPEAKABLE=false)."""
+        return speaker(lang, self._lexicon) if self.speakable else None
 
     @model_validator(mode="after")
     def _speech_lengths(self) -> Settings:
