@@ -8,11 +8,13 @@ go in one at a time, each once the STT worker has taken the previous one, as the
 from __future__ import annotations
 
 from call_harness import CallHarness, until
-from loopback_support import voice
 
 from hanmadi.providers.base import Transcript
+from loopback_support import voice
 
-KOREAN = {"endpointing_ms": 500, "endpointing_final_ms": 250, "endpointing_connective_ms": 900}
+
+def korean_call(stt: TimedSTT) -> CallHarness:
+    return CallHarness(stt=stt, endpointing_ms=500, endpointing_final_ms=250, endpointing_connective_ms=900)
 
 
 class TimedSTT:
@@ -74,7 +76,7 @@ async def say(h: CallHarness, stt: TimedSTT, seconds: float, pause_s: float = 1.
 
 async def test_a_question_ends_the_turn_after_the_shorter_silence() -> None:
     stt = TimedSTT([(0.1, "주차는 가능한가요")])
-    async with CallHarness(stt=stt, **KOREAN) as h:
+    async with korean_call(stt) as h:
         await say(h, stt, 0.6)
         (turn,) = h.call.turns
         assert turn.heard_text == "주차는 가능한가요"
@@ -83,7 +85,7 @@ async def test_a_question_ends_the_turn_after_the_shorter_silence() -> None:
 
 async def test_without_an_ending_the_default_silence_ends_the_turn() -> None:
     stt = TimedSTT([(0.1, "내일 저녁 일곱 시")])
-    async with CallHarness(stt=stt, **KOREAN) as h:
+    async with korean_call(stt) as h:
         await say(h, stt, 0.6)
         (turn,) = h.call.turns
         assert (turn.end_rule, turn.endpointing_s) == ("default", 0.5)
@@ -91,7 +93,7 @@ async def test_without_an_ending_the_default_silence_ends_the_turn() -> None:
 
 async def test_a_connective_holds_the_turn_through_a_pause_the_default_would_cut() -> None:
     stt = TimedSTT([(0.1, "내일 가려고 하는데"), (1.5, "내일 가려고 하는데 주차 돼요")])
-    async with CallHarness(stt=stt, **KOREAN) as h:
+    async with korean_call(stt) as h:
         # a pause longer than HANMADI_ENDPOINTING_MS, shorter than the connective's wait
         await say(h, stt, 0.6, pause_s=0.7)
         assert h.call.turns == []  # the caller is mid-sentence: no turn yet
