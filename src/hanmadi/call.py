@@ -29,7 +29,7 @@ from hanmadi.agent import Agent, grounding_config
 from hanmadi.call_turn import CallTurn
 from hanmadi.config import Settings
 from hanmadi.engine.scheduler import EngineConfig, Reply, TurnReport
-from hanmadi.engine.timeline import Timeline, TimelineEvent, format_event
+from hanmadi.engine.timeline import Timeline, TimelineEvent, audio_arrivals, format_event
 from hanmadi.knowledge import KnowledgeSource
 from hanmadi.preemptive import Preemption
 from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, stall_guard
@@ -39,7 +39,7 @@ from hanmadi.store.records import CallEnd, CallStart, turn_record
 from hanmadi.store.writer import Recorder
 from hanmadi.telephony import audio
 from hanmadi.telephony import twilio as tw
-from hanmadi.telephony.playback import PlaybackClock
+from hanmadi.telephony.playback import PlaybackClock, playback_of
 from hanmadi.telephony.sink import TwilioSink
 from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, is_backchannel
 
@@ -570,6 +570,7 @@ class CallSession:
                     endpointing_s=turn.endpointing_s,
                     answered=turn.user is not None,
                     extra_metrics={
+                        **_playback_figures(report),
                         "preemptive": turn.preempt is not None,
                         "end_rule": turn.end_rule,
                         "speech_text": report.speech_text,  # what the TTS was given (speakable text)
@@ -608,3 +609,9 @@ class CallSession:
 
 async def _once(text: str) -> AsyncIterator[str]:
     yield text
+
+
+def _playback_figures(report: TurnReport) -> dict[str, float | None]:
+    """When the reply's playback ends and the silence inside it, by the one playback model (reply seconds)."""
+    playback = playback_of(audio_arrivals(report.events))
+    return {"playback_end_s": playback.end_s, "gap_s": playback.gap_s}

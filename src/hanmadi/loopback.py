@@ -11,7 +11,10 @@ from typing import Any
 import uvicorn
 
 from hanmadi.config import Settings
-from hanmadi.server import DrainingServer, create_app
+from hanmadi.server import AppState, DrainingServer, create_app
+
+# Servers started here, by base URL: their state and the event loop they run on (for :func:`settle`).
+_running: dict[str, tuple[AppState, asyncio.AbstractEventLoop]] = {}
 
 
 @contextmanager
@@ -24,9 +27,15 @@ def serve_in_thread(settings: Settings, *, port: int = 0, **app_kwargs: Any) -> 
     server = DrainingServer(config, application.state.hanmadi)
     failure: list[BaseException] = []
 
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def serve() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve()
+
     def run() -> None:
         try:
-            asyncio.run(server.serve())
+            asyncio.run(serve())
         except BaseException as exc:  # reported to the starting thread below
             failure.append(exc)
 
@@ -37,8 +46,30 @@ def serve_in_thread(settings: Settings, *, port: int = 0, **app_kwargs: Any) -> 
             raise RuntimeError(f"server failed to start: {failure[0] if failure else 'exited'}")
         thread.join(0.02)
     bound = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{bound}"
+    _running[url] = (application.state.hanmadi, loops[0])
     try:
-        yield f"http://127.0.0.1:{bound}"
+        yield url
     finally:
+        _running.pop(url, None)
         server.should_exit = True
         thread.join(timeout=settings.drain_timeout_s + 10)
+
+
+async def settle(url: str, timeout_s: float = 10.0) -> None:
+    """Wait until the server at ``url`` (started by :func:`serve_in_thread`) has no call in progress and its
+    recorder has written everything queued: what a test reads from the database afterwards is complete."""
+    state, loop = _running[url]
+
+    async def idle_and_flushed() -> None:
+        if state.calls:
+            await state.idle.wait()
+        if state.recorder is not None:
+            await state.recorder.flush()
+
+    future = asyncio.run_coroutine_threadsafe(idle_and_flushed(), loop)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.wrap_future(future)
+    finally:
+        future.cancel()

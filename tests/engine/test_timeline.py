@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from hanmadi.engine.timeline import Timeline, TimelineEvent, compute_metrics, format_event
+from hanmadi.engine.timeline import Timeline, TimelineEvent, audio_arrivals, compute_metrics, format_event
+from hanmadi.telephony.playback import Playback, playback_of
 
 LONG = "오늘 날씨가 정말 좋은데 산책하러 나가시는 건 어떠세요?"
 
@@ -141,8 +142,9 @@ def test_metrics_of_the_seed_log() -> None:
     assert m.tts_s == {0: 0.53, 1: 1.20, 2: 0.82}
     assert m.max_parallel_tts == 2  # sentences 1 and 2 overlap; 0 was done before 1 started
     # caller hears 0 from 1.12 to 1.64, silence until 2.36, then 1 (to 3.54) and 2 right after (to 4.34)
-    assert m.gap_s == pytest.approx(0.72)
-    assert m.playback_end_s == pytest.approx(4.34)
+    playback = playback_of(audio_arrivals(SEED_EVENTS))
+    assert playback.gap_s == pytest.approx(0.72)
+    assert playback.end_s == pytest.approx(4.34)
 
 
 def test_playback_model_per_chunk() -> None:
@@ -155,9 +157,10 @@ def test_playback_model_per_chunk() -> None:
     ]
     m = compute_metrics(events)
     assert m.first_audio_s == 1.0
-    assert m.gap_s == pytest.approx(1.0)
-    assert m.playback_end_s == pytest.approx(4.5)
     assert m.total_s == 3.1
+    playback = playback_of(audio_arrivals(events))
+    assert playback.gap_s == pytest.approx(1.0)
+    assert playback.end_s == pytest.approx(4.5)
 
 
 def test_metrics_without_chunk_events_use_send_done() -> None:
@@ -166,7 +169,8 @@ def test_metrics_without_chunk_events_use_send_done() -> None:
         TimelineEvent(2.0, "send_done", index=1, audio_s=1.0),
     ]
     m = compute_metrics(events)
-    assert (m.first_audio_s, m.total_s, m.gap_s, m.playback_end_s) == (1.0, 2.0, 0.0, 4.0)
+    assert (m.first_audio_s, m.total_s) == (1.0, 2.0)
+    assert playback_of(audio_arrivals(events)) == Playback(end_s=4.0, gap_s=0.0)
 
 
 def test_skips_and_cancel_end_jobs_in_flight() -> None:
@@ -181,5 +185,5 @@ def test_skips_and_cancel_end_jobs_in_flight() -> None:
     m = compute_metrics(events)
     assert m.max_parallel_tts == 2
     assert m.skipped == [1]
-    assert m.first_audio_s is None and m.playback_end_s is None
+    assert m.first_audio_s is None and playback_of(audio_arrivals(events)).end_s is None
     assert m.to_dict()["skipped"] == [1]

@@ -20,8 +20,9 @@ from typing import Any
 from rich.table import Table
 
 from hanmadi.engine.scheduler import EngineConfig, Reply
-from hanmadi.engine.timeline import Timeline
+from hanmadi.engine.timeline import Timeline, audio_arrivals
 from hanmadi.providers.simulated import ScriptedLLM, SimulatedTTS, TimedSink, default_audio_s, default_tts_latency
+from hanmadi.telephony.playback import playback_of
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 ALL_STRATEGIES = ("realtime", "two_stage", "sequential")
@@ -246,6 +247,7 @@ async def run_one(scenario: Scenario, config: EngineConfig) -> dict[str, Any]:
     timeline = Timeline()
     report = await Reply(tts, sink, config, timeline).run(llm.stream([]))
     m = report.metrics
+    playback = playback_of(audio_arrivals(report.events))
 
     def r(value: float | None) -> float | None:
         return None if value is None else round(value, 3)
@@ -253,8 +255,8 @@ async def run_one(scenario: Scenario, config: EngineConfig) -> dict[str, Any]:
     return {
         "first_audio_s": r(m.first_audio_s),
         "total_s": r(m.total_s),
-        "playback_end_s": r(m.playback_end_s),
-        "gap_s": r(m.gap_s),
+        "playback_end_s": r(playback.end_s),
+        "gap_s": r(playback.gap_s),
         "order": m.order,
         "skipped": m.skipped,
         "max_parallel_tts": m.max_parallel_tts,

@@ -3,7 +3,14 @@
 from hanmadi.engine.reorder import ReorderBuffer
 from hanmadi.engine.scheduler import EngineConfig, Reply, SentenceReport, Sink, TurnReport
 from hanmadi.engine.strategies import STRATEGIES, Strategy, get_strategy
-from hanmadi.engine.timeline import Timeline, TimelineEvent, TurnMetrics, compute_metrics, format_event
+from hanmadi.engine.timeline import (
+    Timeline,
+    TimelineEvent,
+    TurnMetrics,
+    audio_arrivals,
+    compute_metrics,
+    format_event,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -17,6 +24,7 @@ __all__ = [
     "TimelineEvent",
     "TurnMetrics",
     "TurnReport",
+    "audio_arrivals",
     "compute_metrics",
     "format_event",
     "get_strategy",

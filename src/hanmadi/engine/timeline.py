@@ -161,15 +161,12 @@ class TurnMetrics:
     """What the caller experienced during one turn, derived from its timeline events.
 
     ``first_audio_s``: end of speech → first audio handed to the sink (the first chunk with a streaming TTS);
-    ``total_s``: last sentence sent; ``playback_end_s``/``gap_s``: the caller's playback as Twilio plays it (audio
-    plays from when it arrives or when the audio before it ends, whichever is later; ``gap_s`` is the total silence
-    in the middle of the reply).
+    ``total_s``: last sentence sent. How the caller hears it (when playback ends, the silences inside) is not the
+    engine's to model: :func:`audio_arrivals` feeds the one playback model, ``hanmadi.telephony.playback``.
     """
 
     first_audio_s: float | None = None
     total_s: float | None = None
-    playback_end_s: float | None = None
-    gap_s: float = 0.0
     order: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     tts_s: dict[int, float] = field(default_factory=dict)
@@ -188,7 +185,6 @@ def compute_metrics(events: Iterable[TimelineEvent]) -> TurnMetrics:
     evs = list(events)
     m = TurnMetrics()
     in_flight: set[int] = set()
-    arrivals: list[tuple[float, float]] = []  # (arrival time, seconds of audio)
     for ev in evs:
         if ev.kind == "sentence":
             m.sentences += 1
@@ -204,22 +200,19 @@ def compute_metrics(events: Iterable[TimelineEvent]) -> TurnMetrics:
             m.skipped.append(ev.index)
         elif ev.kind == "cancel":
             in_flight.clear()
-        elif ev.kind == "chunk_sent":
-            arrivals.append((ev.t, ev.audio_s or 0.0))
         elif ev.kind == "send_done" and ev.index is not None:
             m.order.append(ev.index)
             m.total_s = ev.t
-    if not arrivals:
-        # events without per-chunk detail: each sentence arrives whole when its send is done
-        arrivals = [(ev.t, ev.audio_s or 0.0) for ev in evs if ev.kind == "send_done"]
-    cursor: float | None = None
-    for arrival, audio_s in arrivals:
-        if m.first_audio_s is None:
-            m.first_audio_s = arrival
-        start = arrival if cursor is None else max(arrival, cursor)
-        if cursor is not None:
-            m.gap_s += start - cursor
-        cursor = start + audio_s
-    m.playback_end_s = cursor
+    arrivals = audio_arrivals(evs)
+    if arrivals:
+        m.first_audio_s = arrivals[0][0]
     m.skipped.sort()
     return m
+
+
+def audio_arrivals(events: Iterable[TimelineEvent]) -> list[tuple[float, float]]:
+    """``(time, seconds of audio)`` of each piece handed to the sink, in order: every ``chunk_sent``, or — for
+    events without per-chunk detail — each sentence whole at its ``send_done``."""
+    evs = list(events)
+    arrivals = [(ev.t, ev.audio_s or 0.0) for ev in evs if ev.kind == "chunk_sent"]
+    return arrivals or [(ev.t, ev.audio_s or 0.0) for ev in evs if ev.kind == "send_done"]

@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from hanmadi.telephony import audio
+from hanmadi.telephony.playback import PendingMark, Piece, PlaybackClock
 from hanmadi.telephony.twilio import SIGNATURE_HEADER, VOICE_PATH, compute_signature
 
 if TYPE_CHECKING:
@@ -111,13 +112,23 @@ class TurnResult:
 
 @dataclass
 class _Segment:
-    """One received media message on the playback timeline."""
+    """One received media message: its audio and its piece of the playback clock (which a clear truncates)."""
 
-    start_s: float
+    piece: Piece
     mulaw: bytes
     turn: int
-    arrived_s: float
-    played_bytes: int
+
+    @property
+    def start_s(self) -> float:
+        return self.piece.start_s
+
+    @property
+    def arrived_s(self) -> float:
+        return self.piece.arrived_s
+
+    @property
+    def played_bytes(self) -> int:
+        return min(len(self.mulaw), int(self.piece.played_s * BYTES_PER_S + 1e-6))
 
     @property
     def end_s(self) -> float:
@@ -207,56 +218,37 @@ class CallResult:
         }
 
 
-@dataclass
-class _PendingMark:
-    name: str
-    turn: int
-    received_s: float
-    due_s: float
-
-
 class _Playback:
-    """Twilio's outbound buffer: audio plays in real time from arrival; a mark is due once played up to."""
+    """Twilio's outbound buffer (the shared :class:`PlaybackClock`) plus the audio of each piece, for the recording."""
 
     def __init__(self) -> None:
+        self.clock = PlaybackClock()
         self.segments: list[_Segment] = []
-        self.play_end_s = 0.0
-        self.last_arrival_s = 0.0
         self.first_arrival_s: dict[int, float] = {}
-        self.pending: deque[_PendingMark] = deque()
+
+    @property
+    def pending(self) -> deque[PendingMark]:
+        return self.clock.pending
 
     def add_audio(self, now: float, mulaw: bytes, turn: int) -> None:
-        start = max(now, self.play_end_s)
-        self.segments.append(_Segment(start, mulaw, turn, now, len(mulaw)))
-        self.play_end_s = start + len(mulaw) / BYTES_PER_S
-        self.last_arrival_s = now
+        self.segments.append(_Segment(self.clock.add_audio(now, len(mulaw) / BYTES_PER_S, turn), mulaw, turn))
         self.first_arrival_s.setdefault(turn, now)
 
     def add_mark(self, now: float, name: str, turn: int) -> None:
-        self.pending.append(_PendingMark(name, turn, now, max(now, self.play_end_s)))
+        self.clock.add_mark(now, name, turn)
 
     def next_due_s(self) -> float | None:
-        return self.pending[0].due_s if self.pending else None
+        return self.clock.next_due_s()
 
-    def pop_due(self, now: float) -> list[_PendingMark]:
-        due = []
-        while self.pending and self.pending[0].due_s <= now:
-            due.append(self.pending.popleft())
-        return due
+    def pop_due(self, now: float) -> list[PendingMark]:
+        return self.clock.pop_due(now)
 
-    def clear(self, now: float) -> list[_PendingMark]:
+    def clear(self, now: float) -> list[PendingMark]:
         """Drop what has not played yet; return every pending mark (all echoed at once)."""
-        for seg in reversed(self.segments):
-            if seg.end_s <= now:
-                break
-            seg.played_bytes = max(0, min(seg.played_bytes, int((now - seg.start_s) * BYTES_PER_S)))
-        self.play_end_s = min(self.play_end_s, now)
-        cleared = list(self.pending)
-        self.pending.clear()
-        return cleared
+        return self.clock.clear(now)
 
     def quiet_since_s(self) -> float:
-        return max(self.last_arrival_s, self.play_end_s)
+        return self.clock.quiet_since_s()
 
 
 def _sid(prefix: str) -> str:
@@ -416,8 +408,9 @@ class _Session:
         else:
             errors.append(f"unknown_event:{str(event)[:20]}")
 
-    async def _echo(self, mark: _PendingMark, *, cleared: bool) -> None:
-        self.result.marks.append(MarkEcho(mark.name, mark.turn, mark.received_s, self.now(), cleared))
+    async def _echo(self, mark: PendingMark, *, cleared: bool) -> None:
+        turn = mark.key if isinstance(mark.key, int) else -1
+        self.result.marks.append(MarkEcho(mark.name, turn, mark.received_s, self.now(), cleared))
         await self._send({"event": "mark", "streamSid": self.result.stream_sid, "mark": {"name": mark.name}})
 
     async def echo_marks(self) -> None:
