@@ -116,7 +116,7 @@ _NATIVE, _SINO, _UNIT = 0, 1, 2
 _COUNTERS: dict[str, tuple[int, str]] = {}
 for _word in (
     "시 시간 명 개 살 마리 잔 병 권 대 벌 켤레 그릇 번째 번 달 장 곳 가지 군데 통 송이 채 척 알 줄 쌍 판 접시 "
-    "봉지 박스 바퀴 걸음 사람 세트 분께 분이서 분들 자루 포기 그루 끼 군데"
+    "봉지 박스 바퀴 걸음 사람 세트 분께 분이서 분들 자루 포기 그루 끼 자리"
 ).split():
     _COUNTERS[_word] = (_NATIVE, _word)
 for _word in (
@@ -203,7 +203,8 @@ _BEON_SINO_AFTER = re.compile(
 )
 # An hour of 13–23 is said as 오후 + the 12-hour clock unless a time of day is already said.
 _TIME_OF_DAY = ("오전", "오후", "아침", "저녁", "밤", "새벽", "낮", "점심")
-_IDENTIFIER_CONTEXT = ("번호", "코드", "번호는", "번호가")
+# A number right after these is an identifier, read digit by digit (카드 끝자리 1234, 계좌 1002…).
+_IDENTIFIER_CONTEXT = ("번호", "코드", "자리", "계좌")
 _SERVICE_NUMBERS = frozenset({"110", "111", "112", "113", "114", "118", "119", "120", "122", "1330", "1345", "1366"})
 
 
@@ -271,6 +272,7 @@ _KO_SYMBOL_LED = (
     r"(?P<money>(?P<cur>[₩$€£¥])\s?(?P<cur_n>" + _NUM + r")(?P<cur_f>\.\d+)?"
     r"(?:\s?(?P<cur_u>조|억|만|천|[KMB](?![A-Za-z])))?(?:\s?원)?)",
     r"(?P<hash>#(?P<hash_n>\d+))",
+    r"(?P<pm_first>(?<![A-Za-z])(?P<pf>[AP])M\s?(?P<pf_h>\d{1,2})(?::(?P<pf_m>[0-5]\d))?(?![\d:]))",
     r"(?P<code>(?<![A-Za-z0-9])(?:[A-Z]+\d+|\d+[A-Z]+)[A-Z\d]*(?![A-Za-z0-9]))",
 )
 _KO_DIGIT_LED = (
@@ -302,6 +304,8 @@ _KO_NUMBERS = re.compile(
 _GROUPED_DIGITS = re.compile(r"\d+")
 _NUMBER_AT = re.compile(rf"({_NUM})(?:\.(\d+))?")
 _SHORT_NUMBER_AT = re.compile(r"\d{1,4}(?![\d.,])")
+_CLOCK_CODE = re.compile(r"(\d{1,2})([AP])M")
+_BASEMENT = re.compile(r"B\d{1,2}")
 _UNIT_CODE = re.compile(r"(\d+)(" + "|".join(re.escape(u) for u in _UNITS if u.isascii()) + ")")
 _KOREAN_PART = re.compile(rf"({_NUM})(\.\d+)?(천|백)?(조|억|만)?")
 _SMALL_MULTIPLIER = {"천": 1000, "백": 100, None: 1}
@@ -389,9 +393,15 @@ def _korean_number(m: re.Match[str]) -> tuple[str, int]:
         reading = _amount(value)
         return (f"{reading} {_COUNTERS[counter][1]}" if counter else reading), end
     if kind == "code":
-        unit = _UNIT_CODE.fullmatch(m.group())
+        token = m.group()
+        unit = _UNIT_CODE.fullmatch(token)
         if unit is not None:  # 3L, 5GB, 100W: a number and its unit
             return f"{sino_korean(int(unit[1]))} {_UNITS[unit[2]]}", m.end()
+        clock = _CLOCK_CODE.fullmatch(token)
+        if clock is not None and 1 <= int(clock[1]) <= 12:  # 3PM
+            return ("오전 " if clock[2] == "A" else "오후 ") + _clock(int(clock[1]), 0, 0, "오후"), m.end()
+        if _BASEMENT.fullmatch(token) and m.string.startswith("층", m.end()):  # B1층: 지하 일 층
+            return f"지하 {sino_korean(int(token[1:]))} ", m.end()
         return _spell_code(m.group()), m.end()
     return _korean_pattern(m, kind or ""), m.end()
 
@@ -427,6 +437,11 @@ def _korean_pattern(m: re.Match[str], kind: str) -> str:
         if not 0 <= h <= 12 or mi > 59:
             return _any_digits(m.group())
         return ("오전 " if m["ap"] in "Aa" else "오후 ") + _clock(h, mi, 0, "오후")
+    if kind == "pm_first":  # PM 3:00
+        h, mi = int(m["pf_h"]), int(m["pf_m"] or 0)
+        if not 1 <= h <= 12:
+            return ("오전 " if m["pf"] == "A" else "오후 ") + _any_digits(m.group()[2:].strip())
+        return ("오전 " if m["pf"] == "A" else "오후 ") + _clock(h, mi, 0, "오후")
     if kind == "ratio":
         return " 대 ".join(_sino_decimal(p) for p in m.group().split(":"))
     if kind == "money":
@@ -459,6 +474,8 @@ def _korean_numbers(text: str) -> str:
         reading, end = _korean_number(m)
         out.append(text[last : m.start()])
         out.append(reading)
+        if text[end : end + 1].isdigit() and not reading.endswith(" "):
+            out.append(" ")  # 2박3일: 이 박 삼 일
         last = end
     out.append(text[last:])
     return "".join(out)
@@ -513,6 +530,9 @@ _KO_WORDS = re.compile(
     + ")"
 )
 # After the words above are said: a slash or a tilde between two spoken words (예약/변경, 서울~부산, 만~이만).
+_WEEKDAY_RANGE = re.compile(
+    r"(?<![가-힣])([월화수목금토일])(?:요일)?\s?[~〜～-]\s?([월화수목금토일])(?:요일)?(?![가-힣])"
+)
 _KO_JOINERS = re.compile(r"(?<=[가-힣])(?:(?P<slash>/)|(?P<tilde>[~〜～]))(?=[가-힣])")
 _SYMBOL_NAMES = {"+": "플러스", "#": "샵", "@": "앳"}
 
@@ -552,7 +572,7 @@ _FULL_WIDTH = str.maketrans({chr(0xFF10 + i): chr(0x30 + i) for i in range(10)} 
 # Cheap test for what _PROTECTED could match (a sentence-final "요." does not).
 _MAYBE_PROTECTED = re.compile(r"://|www\.|@|_|[A-Za-z0-9-]\.[A-Za-z]")
 _HAS_FULL_WIDTH = re.compile(r"[\uff10-\uff19％＋＃]")
-_NEEDS_WORK = re.compile(r"[0-9A-Z%&+#@/~〜～₩$€£¥°℃℉㎞㎏㎎㎖㎜㎝㎡\uff10-\uff19]")
+_NEEDS_WORK = re.compile(r"[0-9A-Z%&+#@/~\-〜～₩$€£¥°℃℉㎞㎏㎎㎖㎜㎝㎡\uff10-\uff19]")
 _SPACES = re.compile(r" {2,}")
 
 
@@ -560,7 +580,8 @@ def _korean_plain(text: str) -> str:
     if _DIGIT_RUN.search(text):
         text = _korean_numbers(text)
     text = _KO_WORDS.sub(_korean_word, text)
-    if "/" in text or "~" in text or "〜" in text or "～" in text:
+    if "/" in text or "~" in text or "〜" in text or "～" in text or "-" in text:
+        text = _WEEKDAY_RANGE.sub(r"\1요일에서 \2요일", text)
         text = _KO_JOINERS.sub(_joiner, text)
     if "  " in text:
         text = _SPACES.sub(" ", text)
