@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse
 from fastapi.websockets import WebSocketState
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 from hanmadi import metrics
 from hanmadi.api import api_router
@@ -29,6 +31,7 @@ from hanmadi.config import Settings
 from hanmadi.knowledge import KnowledgeError, KnowledgeSource, knowledge_watch, source_from_settings
 from hanmadi.providers.base import LLM, STT, TTS
 from hanmadi.providers.registry import make_llm, make_stt, make_tts
+from hanmadi.store import repository
 from hanmadi.store.writer import Recorder
 from hanmadi.telephony import twilio as tw
 from hanmadi.web.routes import web_router
@@ -191,6 +194,27 @@ async def answer_webhook(state: AppState, request: Request) -> Response:
     return _twiml(tw.connect_twiml(tw.stream_url(base), parameters))
 
 
+async def redeem_stream_token(state: AppState, token: str, call_sid: str) -> None:
+    """Accept a stream's one-time token once — across every process sharing the database when there is one (a
+    captured token must not open N streams on N processes) — or raise ``TokenError``."""
+    if state.recorder is None:
+        state.tokens.redeem(token, call_sid)
+        return
+    nonce, expiry_ms = state.tokens.verify(token, call_sid)
+    expires_at = datetime.fromtimestamp(expiry_ms / 1000, UTC)
+    try:
+        async with state.recorder.session() as session:
+            first_use = await repository.redeem_stream_token(session, nonce, call_sid, expires_at)
+    except (SQLAlchemyError, OSError, RuntimeError) as exc:
+        # the database is unreachable: this process's memory still refuses a reuse here
+        metrics.STORE_ERRORS.labels(op="stream_token").inc()
+        log.warning("stream token of call %s checked in memory only: %s", call_sid, exc)
+        state.tokens.redeem(token, call_sid)
+        return
+    if not first_use:
+        raise tw.TokenError("reused")
+
+
 class _WsTransport:
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
@@ -271,7 +295,7 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                 continue
             if isinstance(event, tw.Start):
                 try:
-                    state.tokens.redeem(event.custom_parameters.get("token", ""), event.call_sid)
+                    await redeem_stream_token(state, event.custom_parameters.get("token", ""), event.call_sid)
                 except tw.TokenError as exc:
                     metrics.CALLS_REJECTED.labels(reason=f"token_{exc.reason}").inc()
                     log.warning("media stream for call %s refused: token %s", event.call_sid, exc.reason)

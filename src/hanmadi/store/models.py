@@ -133,3 +133,13 @@ class Instance(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RedeemedStreamToken(Base):
+    """A one-time stream token that opened a stream: the unique nonce makes a second use fail, in every process."""
+
+    __tablename__ = "stream_tokens"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -20,10 +20,11 @@ from alembic.config import Config
 from sqlalchemy import Connection, and_, delete, event, exists, func, insert, or_, select, text, true, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from hanmadi.store.models import Call, Instance, Turn, TurnEventRow
+from hanmadi.store.models import Call, Instance, RedeemedStreamToken, Turn, TurnEventRow
 from hanmadi.store.records import (
     INTERRUPTED_REASON,
     INTERRUPTED_STATUS,
@@ -218,6 +219,23 @@ async def upsert_turn(session: AsyncSession, turn: TurnRecord) -> None:
         await session.execute(insert(TurnEventRow), rows)
     turns = select(func.count()).where(Turn.call_id == call_id).scalar_subquery()
     await session.execute(update(Call).where(Call.id == call_id).values(turn_count=turns))
+
+
+async def redeem_stream_token(session: AsyncSession, nonce: str, call_sid: str, expires_at: datetime) -> bool:
+    """Record the one use of a stream token: True the first time, False if any process redeemed it already.
+
+    The nonce is the primary key, so two processes racing on one token cannot both insert it; expired rows are
+    deleted on the way (a token past its expiry is refused before it gets here).
+    """
+    now = datetime.now(UTC)
+    await session.execute(delete(RedeemedStreamToken).where(RedeemedStreamToken.expires_at < now))
+    try:
+        await session.execute(insert(RedeemedStreamToken).values(nonce=nonce, call_sid=call_sid, expires_at=expires_at))
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        return False
+    return True
 
 
 async def finish_call(session: AsyncSession, end: CallEnd) -> None:

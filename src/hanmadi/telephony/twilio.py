@@ -441,7 +441,16 @@ class StreamTokens:
         return f"{body}.{self._mac(body)}"
 
     def redeem(self, token: str | None, call_sid: str) -> None:
-        """Accept ``token`` for ``call_sid`` once, or raise ``TokenError``."""
+        """Accept ``token`` for ``call_sid`` once (remembered in this process), or raise ``TokenError``."""
+        nonce, expiry_ms = self.verify(token, call_sid)
+        if nonce in self._used:
+            raise TokenError("reused")
+        self._used.add(nonce)
+        heapq.heappush(self._expiries, (expiry_ms, nonce))
+
+    def verify(self, token: str | None, call_sid: str) -> tuple[str, int]:
+        """Check ``token`` for ``call_sid`` — format, MAC, expiry, CallSid — but not its one use: ``(nonce, expiry
+        ms)`` for whoever remembers redeemed nonces (this process in :meth:`redeem`, or the shared database)."""
         if not token:
             raise TokenError("missing")
         m = _TOKEN.fullmatch(token)
@@ -457,10 +466,7 @@ class StreamTokens:
             raise TokenError("expired")
         if not hmac.compare_digest(tag, _call_tag(call_sid)):
             raise TokenError("wrong_call")
-        if nonce in self._used:
-            raise TokenError("reused")
-        self._used.add(nonce)
-        heapq.heappush(self._expiries, (expiry_ms, nonce))
+        return nonce, expiry_ms
 
     def _prune(self, now_ms: int) -> None:
         while self._expiries and self._expiries[0][0] <= now_ms:
