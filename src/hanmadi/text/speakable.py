@@ -648,6 +648,9 @@ _EN = re.compile(
         (
             r"(?P<phone>(?<![\d-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)\s?|\d{2,4}[ .-])\d{3,4}[ .-]\d{4}(?![\d-]))",
             r"(?P<date>(?<!\d)(?P<y>\d{4})-(?P<mo>\d{1,2})-(?P<d>\d{1,2})(?!\d))",
+            r"(?P<dashed>(?<![\d-])\d+(?:-\d+){2,}(?![\d-]))",
+            r"(?P<md>(?<![\d/.])(?P<md_m>\d{1,2})/(?P<md_d>\d{1,2})(?![\d/]))",
+            r"(?P<hash>#(?P<hash_n>\d+))",
             r"(?P<time>(?<![\d:])(?P<h>\d{1,2}):(?P<mi>\d{2})(?:\s?(?P<ap>[AaPp])\.?[Mm]\.?(?![A-Za-z]))?(?![\d:]))",
             r"(?P<hour>(?<![\d:])(?P<hh>\d{1,2})\s?(?P<hap>[AaPp])\.?[Mm]\.?(?![A-Za-z]))",
             r"(?P<money>(?P<cur>[$€£₩¥])\s?(?P<cn>"
@@ -667,7 +670,7 @@ _EN_MULTIPLIER = {"K": 10**3, "M": 10**6, "B": 10**9, "thousand": 10**3, "millio
 def _n2w(value: int | Decimal, to: str = "cardinal") -> str:
     from num2words import num2words  # type: ignore[import-untyped]
 
-    return str(num2words(value, lang="en", to=to))
+    return str(num2words(value, lang="en", to=to)).replace(",", "")
 
 
 def _en_number(integer: str, fraction: str = "") -> str:
@@ -689,6 +692,12 @@ def _en_clock(h: int, mi: int, ap: str | None) -> str:
 
 
 def _english_match(m: re.Match[str]) -> str:
+    spoken = _english_reading(m)
+    following = m.string[m.end() : m.end() + 1]
+    return spoken + " " if following.isalpha() and spoken[-1:].isalpha() else spoken  # 3x: three x
+
+
+def _english_reading(m: re.Match[str]) -> str:
     kind = m.lastgroup
     if kind == "num":
         fraction = (m["nf"] or "")[1:]
@@ -702,7 +711,14 @@ def _english_match(m: re.Match[str]) -> str:
                 spoken = spoken[:-1]
             out += " " + spoken
         return out
-    if kind == "phone":
+    if kind == "md":
+        month, day = int(m["md_m"]), int(m["md_d"])
+        if 1 <= month <= 12 and 1 <= day <= 31:
+            return f"{_EN_MONTHS[month - 1]} {_n2w(day, 'ordinal')}"
+        return f"{_n2w(int(m['md_m']))} {_n2w(int(m['md_d']))}"  # 24/7
+    if kind == "hash":
+        return "number " + _n2w(int(m["hash_n"]))
+    if kind in ("phone", "dashed"):
         groups = _GROUPED_DIGITS.findall(m.group())
         prefix = "plus " if m.group().startswith("+") else ""
         return prefix + ", ".join(" ".join(_EN_DIGIT_NAMES[int(d)] for d in g) for g in groups)
