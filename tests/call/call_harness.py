@@ -146,7 +146,7 @@ class CallHarness:
     ) -> None:
         self.settings = call_settings(**settings)
         self.stt = stt or SimulatedSTT()
-        self.llm = llm or ScriptedLLM()
+        self.llm = llm or ScriptedLLM(first_token_s=0.0, token_s=0.0)
         self.tts = tts or SimulatedTTS(latency=0.0)
         self.transport = ListTransport()
         self.clock = FakeClock()
