@@ -29,6 +29,9 @@ async def test_a_late_barge_in_never_cancels_the_next_turns_answer() -> None:
         h.speak()  # the caller's next question while the clear is stuck
         h.pause()
         await until(lambda: h.finalized() == 2, "the STT worker took the end of speech")
+        # let the worker go as far as it will while the clear is stuck (old code: it starts turn 2 right away)
+        for _ in range(500):
+            await asyncio.sleep(0)
         h.transport.release("clear")
         await late
         second = await until_turn(h, first + 1)
