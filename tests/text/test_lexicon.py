@@ -118,3 +118,10 @@ def test_settings_lexicon_reaches_the_speaker(tmp_path: Path, monkeypatch: pytes
     assert copied is not None and copied("한마디") == "한마디 상담원"
     monkeypatch.setenv("HANMADI_SPEAKABLE", "false")
     assert Settings(_env_file=None).speaker() is None  # type: ignore[call-arg]
+
+
+def test_a_lexicon_of_thousands_of_entries() -> None:
+    mapping = {f"메뉴{i}": f"메뉴 {i}번" for i in range(3000)} | {"메뉴": "차림표", "Menu": "메뉴판"}
+    lexicon = Lexicon.from_mapping(mapping)
+    assert len(lexicon) == 3002
+    assert lexicon.apply("메뉴2999와 메뉴29, 메뉴는 Menu") == "메뉴 2999번와 메뉴 29번, 차림표는 메뉴판"

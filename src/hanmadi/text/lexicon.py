@@ -42,23 +42,25 @@ def _is_hangul(ch: str) -> bool:
     return "가" <= ch <= "힣"
 
 
-def _pattern(entry: LexiconEntry) -> str:
-    body = re.escape(entry.written)
-    if not entry.case_sensitive:
-        body = f"(?i:{body})"
-    first, last = entry.written[0], entry.written[-1]
-    left = r"(?<!\w)" if (first.isalnum() or first == "_") else ""
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _ends_word(written: str, following: str) -> bool:
+    """May ``following`` (one character or "") come right after the entry ``written``?"""
+    if not following or not _is_word(following):
+        return True
+    last = written[-1]
     if _is_hangul(last):
-        right = rf"(?![^\W{_PARTICLE_STARTS}])"  # a particle may follow, not another syllable
-    elif last.isalnum() or last == "_":
-        right = r"(?![^\W가-힣])"  # Hangul after a Latin word is a particle (KTX로)
-    else:
-        right = ""
-    return f"{left}{body}{right}"
+        return following in _PARTICLE_STARTS  # a particle may follow, not another syllable
+    if _is_word(last):
+        return _is_hangul(following)  # Hangul after a Latin word is a particle (KTX로)
+    return True
 
 
 class Lexicon:
-    """Written → spoken replacements of whole words, all in one precompiled regex (one pass over the text)."""
+    """Written → spoken replacements of whole words in one pass: a precompiled scan for the positions where an entry
+    may start, then dictionary lookups, longest entry first (fast with thousands of entries)."""
 
     def __init__(self, entries: Iterable[LexiconEntry]) -> None:
         by_written: dict[tuple[str, bool], LexiconEntry] = {}
@@ -69,13 +71,22 @@ class Lexicon:
         self.entries: tuple[LexiconEntry, ...] = tuple(by_written.values())
         self._exact: dict[str, str] = {}
         self._folded: dict[str, str] = {}
+        lengths: dict[str, set[int]] = {}
         for entry in self.entries:
+            first = entry.written[0]
+            firsts = {first}
             if entry.case_sensitive:
                 self._exact[entry.written] = entry.spoken
             else:
                 self._folded.setdefault(entry.written.casefold(), entry.spoken)
-        ordered = sorted(self.entries, key=lambda e: (-len(e.written), not e.case_sensitive))
-        self._regex = re.compile("|".join(_pattern(e) for e in ordered)) if ordered else None
+                firsts |= {first.lower(), first.upper()}
+            for ch in firsts:
+                lengths.setdefault(ch, set()).add(len(entry.written))
+        self._lengths = {ch: sorted(ls, reverse=True) for ch, ls in lengths.items()}
+        word_firsts = "".join(re.escape(ch) for ch in lengths if _is_word(ch))
+        other_firsts = "".join(re.escape(ch) for ch in lengths if not _is_word(ch))
+        starts = ([rf"(?<!\w)[{word_firsts}]"] if word_firsts else []) + ([f"[{other_firsts}]"] if other_firsts else [])
+        self._starts = re.compile("|".join(starts)) if starts else None
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, str], case_sensitive: bool = True) -> Lexicon:
@@ -102,16 +113,39 @@ class Lexicon:
 
     def apply(self, text: str) -> str:
         """Replace every whole-word written form in ``text`` by its spoken form."""
-        if self._regex is None:
+        if self._starts is None:
             return text
-        return self._regex.sub(self._replace, text)
+        out: list[str] = []
+        last = 0
+        pos = 0
+        search = self._starts.search
+        while (m := search(text, pos)) is not None:
+            i = m.start()
+            hit = self._entry_at(text, i)
+            if hit is None:
+                pos = i + 1
+                continue
+            end, spoken = hit
+            out.append(text[last:i])
+            out.append(spoken)
+            last = pos = end
+        if not out:
+            return text
+        out.append(text[last:])
+        return "".join(out)
 
-    def _replace(self, m: re.Match[str]) -> str:
-        word = m.group()
-        spoken = self._exact.get(word)
-        if spoken is None:
-            spoken = self._folded.get(word.casefold(), word)
-        return spoken
+    def _entry_at(self, text: str, i: int) -> tuple[int, str] | None:
+        for length in self._lengths[text[i]]:
+            end = i + length
+            if end > len(text):
+                continue
+            word = text[i:end]
+            spoken = self._exact.get(word)
+            if spoken is None and self._folded:
+                spoken = self._folded.get(word.casefold())
+            if spoken is not None and _ends_word(word, text[end : end + 1]):
+                return end, spoken
+        return None
 
 
 def _tsv_entries(path: Path, text: str) -> list[LexiconEntry]:
