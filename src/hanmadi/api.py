@@ -30,37 +30,6 @@ _bearer = HTTPBearer(auto_error=False, description="HANMADI_ADMIN_TOKEN")
 # --- response models ------------------------------------------------------------------------------------------
 
 
-class TurnEventOut(BaseModel):
-    """One engine timeline event; ``index`` is the sentence index, ``t`` seconds since end of caller speech."""
-
-    seq: int
-    t: float
-    kind: str
-    index: int | None
-    text: str
-    duration_s: float | None
-    audio_s: float | None
-    reason: str | None
-
-
-class TurnOut(BaseModel):
-    """One turn: what STT heard, what the LLM generated, what the caller actually heard, and its timeline."""
-
-    index: int
-    started_at: datetime
-    ended_at: datetime
-    heard_text: str
-    generated_text: str
-    spoken_text: str
-    barge_in: bool
-    dtmf: str
-    first_audio_s: float | None
-    voice_to_voice_s: float | None
-    total_s: float | None
-    metrics: dict[str, Any]
-    events: list[TurnEventOut]
-
-
 class CallOut(BaseModel):
     """One call as listed, with per-call latency means."""
 
@@ -84,7 +53,7 @@ class CallOut(BaseModel):
 class CallDetailOut(CallOut):
     """One call with its turns, ordered by index, and their timelines."""
 
-    turns: list[TurnOut]
+    turns: list[TurnDetail]  # the stored turn's one schema (store/records.py), served as it is
 
 
 class CallPage(BaseModel):
@@ -143,17 +112,8 @@ def _call_fields(call: CallSummary) -> dict[str, Any]:
     }
 
 
-def _turn_out(turn: TurnDetail) -> TurnOut:
-    return TurnOut.model_validate(
-        {
-            **{name: getattr(turn, name) for name in TurnOut.model_fields if name != "events"},
-            "events": [TurnEventOut.model_validate(ev, from_attributes=True) for ev in turn.events],
-        }
-    )
-
-
 def _detail_out(detail: CallDetail) -> CallDetailOut:
-    return CallDetailOut(**_call_fields(detail.call), turns=[_turn_out(t) for t in detail.turns])
+    return CallDetailOut(**_call_fields(detail.call), turns=detail.turns)
 
 
 def _unlink(path: Path) -> None:
