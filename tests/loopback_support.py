@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from twilio.request_validator import RequestValidator
 
+from hanmadi.bench.load.generator import caller_voice
 from hanmadi.config import Settings
 from hanmadi.store.records import CallDetail
 from hanmadi.store.repository import create_engine_for, get_call
@@ -40,10 +40,8 @@ def loopback_settings(tmp_path: Path, port: int, **overrides: object) -> Setting
 
 
 def voice(seconds: float) -> bytes:
-    """Caller speech the VAD hears: a vowel-like harmonic signal, 8 kHz PCM16."""
-    t = np.arange(int(8000 * seconds)) / 8000
-    sig = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate([140, 280, 420, 700, 1100]))
-    return bytes((sig * 6000).astype("<i2").tobytes())
+    """Caller speech the VAD hears: a vowel-like harmonic signal, 8 kHz PCM16 (the load generator's own)."""
+    return caller_voice(seconds)
 
 
 def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
