@@ -19,7 +19,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol
@@ -37,6 +36,7 @@ from hanmadi.reply_metrics import observe_reply
 from hanmadi.store.recording import CallRecording, recording_path
 from hanmadi.store.records import CallEnd, CallStart, turn_record
 from hanmadi.store.writer import Recorder
+from hanmadi.stt_feed import EndOfSpeech, SttFeed
 from hanmadi.telephony import audio
 from hanmadi.telephony import twilio as tw
 from hanmadi.telephony.playback import PlaybackClock, playback_of
@@ -78,13 +78,6 @@ def engine_config(settings: Settings) -> EngineConfig:
         fallback_text=settings.llm_fallback,
         speakable=settings.speaker(),
     )
-
-
-@dataclass(frozen=True)
-class _EndOfSpeech:
-    t_detect: float
-    endpointing_s: float
-    end_rule: str = "default"  # which silence ended the turn (turn.EndRule): "final" is the Korean early end
 
 
 class CallSession:
@@ -133,10 +126,7 @@ class CallSession:
         self.recording = (
             CallRecording(recording_path(settings.recordings_dir, self.call_sid)) if settings.record_audio else None
         )
-        self._audio_q: asyncio.Queue[bytes | _EndOfSpeech | None] = asyncio.Queue()
-        self._queued_frames = 0
-        self._max_queued_frames = max(1, round(settings.stt_backlog_s * 1000 / audio.FRAME_MS))
-        self._dropping = False
+        self.stt_feed = SttFeed(settings.stt_backlog_s, self.call_sid)
         self._send_lock = asyncio.Lock()
         self._partial = ""
         self._barged_this_utterance = False
@@ -191,7 +181,7 @@ class CallSession:
                 await self._stop_reply(self.turns[-1])  # the turn in progress hands back what was said
         finally:
             # Even if this exit is itself cancelled: every task is stopped and the call is accounted for.
-            self._audio_q.put_nowait(None)
+            self.stt_feed.close()
             for task in list(self._tasks):
                 task.cancel()
             try:
@@ -261,12 +251,12 @@ class CallSession:
         gap_ms = self.media_clock.gap_ms(event.timestamp_ms)
         if gap_ms > 0:
             # packet loss: the caller's audio has a hole; keep stream time honest with silence
-            self._to_stt(audio.ulaw_to_pcm_bytes(audio.silence_ulaw(gap_ms / 1000)))
+            self.stt_feed.audio(audio.ulaw_to_pcm_bytes(audio.silence_ulaw(gap_ms / 1000)))
             self._on_turn_event(self.detector.feed_silence(gap_ms))
         pcm = audio.ulaw_to_pcm_bytes(event.payload)
         if self.recording is not None:
             self.recording.add_caller(pcm, self.clock() - self._started_mono)
-        self._to_stt(pcm)
+        self.stt_feed.audio(pcm)
         self._on_turn_event(self.detector.feed(pcm))
         if self.detector.speaking or self.detector.speech_ms:
             self._check_barge_in()
@@ -298,27 +288,13 @@ class CallSession:
         self.dtmf_log.append(digit)
         self.agent.note_dtmf(digit)
 
-    def _to_stt(self, pcm: bytes) -> None:
-        """Queue caller audio for the STT; if it has fallen ``stt_backlog_s`` behind, drop (counted, logged)."""
-        if self._queued_frames >= self._max_queued_frames:
-            metrics.STT_FRAMES_DROPPED.inc()
-            if not self._dropping:
-                self._dropping = True
-                log.warning(
-                    "call %s: STT is %.0f s behind, dropping caller audio", self.call_sid, self.settings.stt_backlog_s
-                )
-            return
-        self._dropping = False
-        self._queued_frames += 1
-        self._audio_q.put_nowait(pcm)
-
     # --- turn taking -----------------------------------------------------------------------------------
 
     def _on_turn_event(self, event: SpeechStarted | SpeechStopped | None) -> None:
         # (the partial transcript is reset when the STT finalizes a turn, not here: it may already be ahead of the VAD)
         if isinstance(event, SpeechStopped):
             endpointing_s = (self.detector.now_ms - event.end_ms) / 1000
-            self._audio_q.put_nowait(_EndOfSpeech(self.clock(), endpointing_s, event.rule))
+            self.stt_feed.end_of_speech(EndOfSpeech(self.clock(), endpointing_s, event.rule))
             self._barged_this_utterance = False
 
     def bot_speaking(self) -> bool:
@@ -367,11 +343,10 @@ class CallSession:
         assert self._stt_stream is not None
         stream = self._stt_stream
         while True:
-            item = await self._audio_q.get()
+            item = await self.stt_feed.get()
             if item is None:
                 return
             if isinstance(item, bytes):
-                self._queued_frames -= 1
                 try:
                     results = await stream.push(item)
                 except Exception as exc:  # a provider fault must not end the call
@@ -439,7 +414,7 @@ class CallSession:
 
     # --- replies ---------------------------------------------------------------------------------------
 
-    def _start_turn(self, text: str, end: _EndOfSpeech) -> None:
+    def _start_turn(self, text: str, end: EndOfSpeech) -> None:
         preempt = self.preemption.take(text, allowed=not self.agent.has_pending_events)
         user = self.agent.user_message(text)
         turn = self._new_turn(user, text, end.t_detect, end.endpointing_s)
