@@ -111,12 +111,13 @@ async def test_enqueue_never_waits_for_a_locked_database(db_url: str, factories:
     assert total == 10 and detail is not None and len(detail.turns) == 5
 
 
-async def test_failed_writes_are_retried_logged_and_counted(
+async def test_failed_writes_are_retried_until_they_succeed_logged_and_counted(
     db_url: str, factories: Factories, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A database failure is retried until it passes (never dropped); a turn of an unknown call is refused at once."""
     start, turn, _ = factories
     real = repository.upsert_turn
-    failures = {"CA1": 2, "CA2": 99}
+    failures = {"CA1": 2, "CA2": 12}
 
     async def flaky(session: Any, record: TurnRecord) -> None:
         if failures.get(record.call_sid, 0) > 0:
@@ -124,30 +125,36 @@ async def test_failed_writes_are_retried_logged_and_counted(
             raise OperationalError("INSERT INTO turns", {}, Exception("database is down"))
         await real(session, record)
 
+    waits: list[int] = []
+
+    async def no_wait(attempt: int) -> None:
+        waits.append(attempt)
+
     monkeypatch.setattr(repository, "upsert_turn", flaky)
-    before, dropped_before = _errors("upsert_turn"), _errors("dropped")
+    before, rejected_before = _errors("upsert_turn"), _errors("unknown_call")
     caplog.set_level(logging.WARNING, logger="hanmadi.store.writer")
-    async with running(db_url, max_attempts=3, retry_base_s=0.01) as recorder:
+    async with running(db_url, max_attempts=3, retry_wait=no_wait) as recorder:
         recorder.call_started(start("CA1"))
         recorder.call_started(start("CA2"))
         recorder.turn_finished(turn("CA1", 0))  # fails twice, then succeeds
-        recorder.turn_finished(turn("CA2", 0))  # fails every time: dropped after 3 attempts
-        recorder.turn_finished(turn("CA-unknown", 0))  # can never succeed: dropped at once
+        recorder.turn_finished(turn("CA2", 0))  # fails 12 times (more than max_attempts): still written
+        recorder.turn_finished(turn("CA-unknown", 0))  # can never succeed: refused at once
         recorder.call_started(start("CA3"))  # the writer carries on
         await recorder.flush()
         async with recorder.session() as s:
             ok = await repository.get_call(s, "CA1")
-            lost = await repository.get_call(s, "CA2")
+            late = await repository.get_call(s, "CA2")
             after = await repository.get_call(s, "CA3")
-        assert recorder.dropped == 2
+        assert recorder.dropped == 0 and recorder.rejected == 1
     assert ok is not None and len(ok.turns) == 1
-    assert lost is not None and lost.turns == []
+    assert late is not None and len(late.turns) == 1
     assert after is not None
-    assert _errors("upsert_turn") - before == 2 + 3 + 1
-    assert _errors("dropped") - dropped_before == 2
+    assert waits == [1, 2, *range(1, 13)]
+    assert _errors("upsert_turn") - before == 2 + 12
+    assert _errors("unknown_call") - rejected_before == 1
     messages = [r.getMessage() for r in caplog.records]
-    assert any("upsert_turn for call CA1 failed (attempt 1/3)" in m and "database is down" in m for m in messages)
-    assert any("dropped upsert_turn for call CA2" in m and "after 3 attempts" in m for m in messages)
+    assert any("upsert_turn for call CA1 failed (attempt 1)" in m and "database is down" in m for m in messages)
+    assert any("upsert_turn for call CA-unknown refused for good" in m for m in messages)
 
 
 _CRASHING_SERVER = textwrap.dedent(
@@ -207,13 +214,14 @@ async def test_stop_drains_the_queue_then_refuses(db_url: str, factories: Factor
     assert detail is not None and detail.call.turn_count == 30 and detail.call.status == "completed"
 
 
-async def test_a_full_queue_drops_new_records_with_a_metric(factories: Factories) -> None:
-    start, _, _ = factories
+async def test_without_a_journal_a_full_queue_drops_new_records_but_never_a_start(factories: Factories) -> None:
+    start, turn, _ = factories
     recorder = Recorder("sqlite+aiosqlite:///unused.db", max_queue=3)
     before = _errors("queue_full")
     for i in range(5):
-        recorder.call_started(start(f"CA{i}"))
-    assert recorder.pending == 3 and recorder.dropped == 2
+        recorder.turn_finished(turn("CA0", i))
+    recorder.call_started(start("CA9"))  # a start record is kept past the bound
+    assert recorder.pending == 4 and recorder.dropped == 2
     assert _errors("queue_full") - before == 2
     with pytest.raises(RuntimeError):
         await recorder.flush()

@@ -57,6 +57,14 @@ class UnknownCallError(LookupError):
         self.call_sid = call_sid
 
 
+class CallConflictError(LookupError):
+    """A start was recorded for a CallSid that another stream already owns (a replayed webhook or stream)."""
+
+    def __init__(self, call_sid: str) -> None:
+        super().__init__(f"call {call_sid!r} already recorded by another stream")
+        self.call_sid = call_sid
+
+
 # --- engine and migrations ----------------------------------------------------------------------------------
 
 
@@ -150,8 +158,15 @@ async def _call_id(session: AsyncSession, call_sid: str) -> int:
 
 
 async def insert_call(session: AsyncSession, start: CallStart, *, instance_id: str | None = None) -> None:
-    """Record an answered call (status ``active``), numbers masked. Inserting a known sid is a no-op."""
-    if await session.scalar(select(Call.id).where(Call.call_sid == start.call_sid)) is not None:
+    """Record an answered call (status ``active``), numbers masked.
+
+    Inserting the same start again (same stream) is a no-op, so a replayed journal is harmless; a start for a
+    CallSid another stream already recorded raises ``CallConflictError``: a call's record is never taken over.
+    """
+    owner = await session.scalar(select(Call.stream_sid).where(Call.call_sid == start.call_sid))
+    if owner is not None:
+        if owner != start.stream_sid:
+            raise CallConflictError(start.call_sid)
         return
     session.add(
         Call(
@@ -164,6 +179,7 @@ async def insert_call(session: AsyncSession, start: CallStart, *, instance_id: s
             providers=_jsonable(dict(start.providers)),
             turn_count=0,
             instance_id=instance_id,
+            direction=start.direction,
         )
     )
     await session.flush()
@@ -204,6 +220,7 @@ async def upsert_turn(session: AsyncSession, turn: TurnRecord) -> None:
         "voice_to_voice_s": _finite(turn.voice_to_voice_s),
         "total_s": _finite(turn.total_s),
         "metrics": _jsonable(turn.metrics),
+        "tool_calls": _jsonable(turn.tool_calls) if turn.tool_calls else None,
     }
     turn_id = await session.scalar(select(Turn.id).where(Turn.call_id == call_id, Turn.index == turn.index))
     if turn_id is None:
@@ -219,6 +236,32 @@ async def upsert_turn(session: AsyncSession, turn: TurnRecord) -> None:
         await session.execute(insert(TurnEventRow), rows)
     turns = select(func.count()).where(Turn.call_id == call_id).scalar_subquery()
     await session.execute(update(Call).where(Call.id == call_id).values(turn_count=turns))
+
+
+async def finish_call(session: AsyncSession, end: CallEnd) -> None:
+    """Record a call's end: status, reason, end time, recording (if any)."""
+    call_id = await _call_id(session, end.call_sid)
+    values: dict[str, Any] = {
+        "ended_at": end.ended_at,
+        "status": end.status,
+        "end_reason": end.end_reason[:32],
+    }
+    if end.recording_path is not None:
+        values["recording_path"] = end.recording_path
+    if end.transfer_to is not None:
+        values["transfer_to"] = mask_number(end.transfer_to)
+    if end.answered_by is not None:
+        values["answered_by"] = end.answered_by[:32]
+    await session.execute(update(Call).where(Call.id == call_id).values(**values))
+
+
+async def delete_call(session: AsyncSession, call_sid: str) -> CallSummary | None:
+    """Delete a call with its turns and events; returns what was deleted (None if unknown)."""
+    summaries = await _summaries(session, await _calls_where(session, Call.call_sid == call_sid))
+    if not summaries:
+        return None
+    await session.execute(delete(Call).where(Call.call_sid == call_sid))
+    return summaries[0]
 
 
 async def redeem_stream_token(session: AsyncSession, nonce: str, call_sid: str, expires_at: datetime) -> bool:
@@ -238,26 +281,9 @@ async def redeem_stream_token(session: AsyncSession, nonce: str, call_sid: str, 
     return True
 
 
-async def finish_call(session: AsyncSession, end: CallEnd) -> None:
-    """Record a call's end: status, reason, end time, recording (if any)."""
-    call_id = await _call_id(session, end.call_sid)
-    values: dict[str, Any] = {
-        "ended_at": end.ended_at,
-        "status": end.status,
-        "end_reason": end.end_reason[:32],
-    }
-    if end.recording_path is not None:
-        values["recording_path"] = end.recording_path
-    await session.execute(update(Call).where(Call.id == call_id).values(**values))
-
-
-async def delete_call(session: AsyncSession, call_sid: str) -> CallSummary | None:
-    """Delete a call with its turns and events; returns what was deleted (None if unknown)."""
-    summaries = await _summaries(session, await _calls_where(session, Call.call_sid == call_sid))
-    if not summaries:
-        return None
-    await session.execute(delete(Call).where(Call.call_sid == call_sid))
-    return summaries[0]
+async def call_exists(session: AsyncSession, call_sid: str) -> bool:
+    """Whether a call with this CallSid was ever recorded (active or ended)."""
+    return await session.scalar(select(Call.id).where(Call.call_sid == call_sid)) is not None
 
 
 async def get_recording_path(session: AsyncSession, call_sid: str) -> str | None:
@@ -392,6 +418,9 @@ async def _summaries(session: AsyncSession, calls: Sequence[Call]) -> list[CallS
                 mean_first_audio_s=first,
                 mean_voice_to_voice_s=v2v,
                 barge_ins=barge_ins,
+                direction=c.direction,
+                answered_by=c.answered_by,
+                transfer_to=c.transfer_to,
             )
         )
     return out
@@ -487,6 +516,7 @@ async def get_call(session: AsyncSession, call_sid: str) -> CallDetail | None:
             total_s=t.total_s,
             metrics=dict(t.metrics or {}),
             events=events.get(t.id, []),
+            tool_calls=list(t.tool_calls or []),
         )
         for t in turns
     ]
