@@ -133,6 +133,7 @@ def make_stt(settings: Settings) -> STT:
             speculative_pause_ms=settings.stt_speculative_pause_ms,
             short_window=settings.whisper_short_window,
             final_timeout_s=settings.whisper_timeout_s,
+            vad_aggressiveness=settings.vad_aggressiveness,
         )
         return stt
     if name == "vosk":

@@ -489,6 +489,7 @@ class WhisperStream:
         speculative_pause_ms: int = DEFAULT_SPECULATIVE_PAUSE_MS,
         min_speech_ms: int = 100,
         final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
+        vad_aggressiveness: int = 2,
         stats: PassStats | None = None,
     ) -> None:
         if sample_rate != 8000 and sample_rate != 16000:
@@ -500,7 +501,8 @@ class WhisperStream:
         self.stats = stats if stats is not None else PassStats()
         self._partials = partials
         self._worker = worker
-        self._vad = TurnDetector(sample_rate=sample_rate)  # only its energy-gated VAD (is_speech) is used
+        # only its energy-gated VAD (is_speech) is used: the call's turn detector's, so both see the same voice end
+        self._vad = TurnDetector(sample_rate=sample_rate, aggressiveness=vad_aggressiveness)
         self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
         self._bytes_per_ms = sample_rate * 2 // 1000
         self._pending = bytearray()  # less than a frame, waiting for the rest
@@ -701,12 +703,14 @@ class WhisperSTT:
         speculative_pause_ms: int = DEFAULT_SPECULATIVE_PAUSE_MS,
         short_window: bool = True,
         final_timeout_s: float = DEFAULT_FINAL_TIMEOUT_S,
+        vad_aggressiveness: int = 2,
         partials: VoskSTT | None = None,
     ) -> None:
         self.cache_dir = cache_dir
         self.threads = threads
         self.short_window = short_window
         self.final_timeout_s = final_timeout_s
+        self.vad_aggressiveness = vad_aggressiveness
         self.speculative_pause_ms = speculative_pause_ms
         self.partials = partials if partials is not None else VoskSTT()
         self.stats = PassStats()
@@ -737,5 +741,6 @@ class WhisperSTT:
             sample_rate=sample_rate,
             speculative_pause_ms=self.speculative_pause_ms,
             final_timeout_s=self.final_timeout_s,
+            vad_aggressiveness=self.vad_aggressiveness,
             stats=self.stats,
         )
