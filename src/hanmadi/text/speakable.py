@@ -244,6 +244,11 @@ def _count(integer: str, fraction: str, counter: str | None, text: str, start: i
         return _sino_decimal(integer, fraction)
     kind, spoken = _COUNTERS[counter]
     n = int(integer.replace(",", ""))
+    if kind == _UNIT and (counter in _FAHRENHEIT or counter == "km/h"):
+        before = text[:start].rstrip()
+        prefix = "화씨" if counter in _FAHRENHEIT else "시속"
+        prefix = "" if before.endswith(prefix) else prefix + " "
+        return f"{prefix}{_sino_decimal(integer, fraction)} {spoken}"  # 화씨 팔십 도, 시속 백 킬로미터
     if fraction:
         return f"{_sino_decimal(integer, fraction)} {spoken}"
     if counter == "월":
