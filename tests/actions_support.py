@@ -72,6 +72,7 @@ class ActionServers:
         self.hooks_down = False
         self.rest: list[Seen] = []
         self.rest_fail_status: int | None = None
+        self.twilio_token = TWILIO_TOKEN  # the auth token the Calls resource accepts
         self.on_create: Callable[[dict[str, str]], None] | None = None
         self.chat_requests: list[dict[str, Any]] = []
         self.chat_tool_calls: list[tuple[str, str, str]] = []
@@ -118,7 +119,7 @@ class ActionServers:
         return Response(status_code=204)
 
     def _authorized(self, request: Request) -> bool:
-        expected = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{TWILIO_TOKEN}".encode()).decode()
+        expected = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{self.twilio_token}".encode()).decode()
         return request.headers.get("authorization") == expected
 
     async def _calls(self, request: Request) -> Response:

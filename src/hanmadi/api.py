@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +49,9 @@ class CallOut(BaseModel):
     mean_first_audio_s: float | None
     mean_voice_to_voice_s: float | None
     barge_ins: int
+    direction: str = "inbound"  # "outbound": placed by POST /api/calls or hanmadi dial
+    answered_by: str | None = None  # outbound: human, machine_end_beep, … (Twilio's answering-machine detection)
+    transfer_to: str | None = None  # end_reason "transferred": the (masked) number
 
 
 class CallDetailOut(CallOut):
@@ -109,6 +113,9 @@ def _call_fields(call: CallSummary) -> dict[str, Any]:
         "mean_first_audio_s": call.mean_first_audio_s,
         "mean_voice_to_voice_s": call.mean_voice_to_voice_s,
         "barge_ins": call.barge_ins,
+        "direction": call.direction,
+        "answered_by": call.answered_by,
+        "transfer_to": call.transfer_to,
     }
 
 
@@ -123,10 +130,13 @@ def _unlink(path: Path) -> None:
 # --- the router -----------------------------------------------------------------------------------------------
 
 
-def api_router(recorder: Recorder, admin_token: str | None) -> APIRouter:
+def api_router(
+    recorder: Recorder, admin_token: str | None, extra_routes: Callable[[APIRouter], None] | None = None
+) -> APIRouter:
     """The ``/api`` routes (mount with ``app.include_router(api_router(...), prefix="/api")``).
 
     With no (or an empty) ``admin_token`` every route answers 404 and is left out of the OpenAPI schema.
+    ``extra_routes`` adds more routes behind the same admin token (the actions: outbound calls, webhooks).
     """
     enabled = bool(admin_token)
     expected = (admin_token or "").encode()
@@ -158,7 +168,7 @@ def api_router(recorder: Recorder, admin_token: str | None) -> APIRouter:
         until: Annotated[datetime | None, Query(description="started before (ISO 8601)")] = None,
         q: Annotated[str | None, Query(max_length=200, description="text heard, generated or spoken")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # past this a database's OFFSET overflows (500)
     ) -> CallPage:
         async with recorder.session() as session:
             items, total = await repository.list_calls(
@@ -219,4 +229,6 @@ def api_router(recorder: Recorder, admin_token: str | None) -> APIRouter:
                 log.warning("api: call %s deleted but its recording was not: %s", call_sid, exc)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
+    if extra_routes is not None:
+        extra_routes(router)
     return router

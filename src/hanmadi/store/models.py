@@ -70,6 +70,9 @@ class Call(Base):
     turn_count: Mapped[int] = mapped_column(Integer, default=0)
     recording_path: Mapped[str | None] = mapped_column(String(1024))
     instance_id: Mapped[str | None] = mapped_column(String(128))
+    direction: Mapped[str] = mapped_column(String(16), default="inbound", server_default="inbound")
+    answered_by: Mapped[str | None] = mapped_column(String(32))  # outbound: Twilio's AMD answer
+    transfer_to: Mapped[str | None] = mapped_column(String(64))  # masked number the agent transferred to
 
     __table_args__ = (
         UniqueConstraint("call_sid", name="uq_calls_call_sid"),
@@ -97,6 +100,7 @@ class Turn(Base):
     voice_to_voice_s: Mapped[float | None] = mapped_column(Float)
     total_s: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         UniqueConstraint("call_id", "index", name="uq_turns_call_id_index"),
@@ -133,6 +137,29 @@ class Instance(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookOutboxRow(Base):
+    """One call webhook to deliver (at least once): written in the transaction of the record it reports."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))
+    call_sid: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(300))
+
+    __table_args__ = (
+        UniqueConstraint("delivery_id", name="uq_webhook_outbox_delivery_id"),
+        Index("ix_webhook_outbox_status_next", "status", "next_attempt_at"),
+    )
 
 
 class RedeemedStreamToken(Base):

@@ -37,6 +37,7 @@ class CallStart:
     to_number: str
     started_at: datetime
     providers: dict[str, str]  # {"stt": …, "llm": …, "tts": …}
+    direction: str = "inbound"  # or "outbound" (placed by POST /api/calls or hanmadi dial)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,8 @@ class TurnRecord:
     total_s: float | None
     metrics: dict[str, Any]
     events: list[dict[str, Any]]
+    # each tool call of the turn: name, arguments, status, duration_s, t_start, filler (see tools.ToolCallRecord)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 def stored_events(events: Iterable[TimelineEvent]) -> list[dict[str, Any]]:
@@ -123,6 +126,8 @@ class CallEnd:
     status: CallStatus
     end_reason: str
     recording_path: str | None = None
+    transfer_to: str | None = None  # end_reason "transferred": where to (masked before writing)
+    answered_by: str | None = None  # outbound calls: Twilio's answering-machine detection (human, machine_end_beep…)
 
 
 # --- output: what the repository returns --------------------------------------------------------------------
@@ -159,6 +164,7 @@ class TurnDetail:
     total_s: float | None
     metrics: dict[str, Any]
     events: list[TurnEvent] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +185,9 @@ class CallSummary:
     mean_first_audio_s: float | None
     mean_voice_to_voice_s: float | None
     barge_ins: int
+    direction: str = "inbound"
+    answered_by: str | None = None
+    transfer_to: str | None = None
 
     @property
     def duration_s(self) -> float | None:
