@@ -15,10 +15,11 @@ that crashes is logged with its traceback, counted, and ends the call (``end_rea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ from hanmadi.engine.scheduler import EngineConfig, Reply, TurnReport
 from hanmadi.engine.timeline import Timeline, TimelineEvent, audio_arrivals, format_event
 from hanmadi.knowledge import KnowledgeSource
 from hanmadi.preemptive import Preemption
-from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, stall_guard
+from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, ToolCallingLLM, stall_guard
 from hanmadi.reply_metrics import observe_reply
 from hanmadi.store.recording import CallRecording, recording_path
 from hanmadi.store.records import CallEnd, CallStart, turn_record
@@ -40,7 +41,9 @@ from hanmadi.stt_feed import EndOfSpeech, SttFeed
 from hanmadi.telephony import audio
 from hanmadi.telephony import twilio as tw
 from hanmadi.telephony.playback import PlaybackClock, playback_of
+from hanmadi.telephony.rest import MACHINE_ENDS
 from hanmadi.telephony.sink import TwilioSink
+from hanmadi.tools import CallTools, EndCall, Transferred
 from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, is_backchannel
 
 log = logging.getLogger("hanmadi.call")
@@ -54,6 +57,10 @@ _GOODBYE_GRACE_S = 1.0
 # WebSocket close codes: normal closure, internal error.
 _CLOSE_NORMAL = 1000
 _CLOSE_ERROR = 1011
+# After a REST transfer Twilio ends the stream itself; if it has not within this long, we close it.
+_TRANSFER_CLOSE_S = 5.0
+# End reasons of a call that ended as it should (the rest mark the call failed).
+_COMPLETED = frozenset({"hangup", "caller_stop", "max_length", "transferred", "agent_hangup", "idle", "voicemail"})
 
 
 class Transport(Protocol):
@@ -62,6 +69,12 @@ class Transport(Protocol):
     async def send_text(self, data: str) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+
+class PhoneRest(Protocol):
+    """The REST side of the phone (``telephony.rest.TwilioRest``): the hang-up fallback."""
+
+    async def hang_up(self, call_sid: str) -> None: ...
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -98,6 +111,10 @@ class CallSession:
         to_number: str = "",
         clock: Callable[[], float] = time.monotonic,
         knowledge: KnowledgeSource | None = None,
+        tools: CallTools | None = None,
+        phone: PhoneRest | None = None,
+        direction: str = "inbound",
+        context: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.stt, self.llm, self.tts = stt, llm, tts
@@ -110,7 +127,13 @@ class CallSession:
         self.to_number = to_number or start.custom_parameters.get("to", "")
         self.clock = clock
         self.engine_config = engine_config(settings)
-        self.agent = Agent(settings.system_prompt, settings.max_history_turns, grounding_config(settings, knowledge))
+        self.tools = tools
+        self.phone = phone
+        self.direction = direction
+        self.answered_by: str | None = None
+        self.transfer_to: str | None = None
+        prompt = settings.system_prompt + context_prompt(context or {})
+        self.agent = Agent(prompt, settings.max_history_turns, grounding_config(settings, knowledge))
         self.detector = TurnDetector(
             aggressiveness=settings.vad_aggressiveness,
             endpointing_ms=settings.endpointing_ms,
@@ -131,6 +154,8 @@ class CallSession:
         self._partial = ""
         self._barged_this_utterance = False
         self._ending = False  # the goodbye is under way: no new turn starts
+        self._activity = asyncio.Event()  # the caller spoke or a reply started: the idle timer starts over
+        self._idle_prompts = 0  # idle prompts in a row the caller has not answered
         self._started_mono = clock()
         self._tg = asyncio.TaskGroup()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -152,6 +177,7 @@ class CallSession:
                     to_number=self.to_number,
                     started_at=datetime.now(UTC),
                     providers={"stt": self.stt.name, "llm": self.llm.name, "tts": self.tts.name},
+                    direction=self.direction,
                 )
             )
         try:
@@ -165,6 +191,7 @@ class CallSession:
         await self._tg.__aenter__()
         self._spawn(self._audio_worker(), "stt")
         self._spawn(self._call_timer(), "call-timer")
+        self._spawn(self._idle_watch(), "idle")
         if self.settings.greeting:
             self._start_reply(self._new_turn(None, "", self.clock(), 0.0), _once(self.settings.greeting))
         log.info("call %s started (stream %s)", self.call_sid, self.stream_sid)
@@ -210,9 +237,11 @@ class CallSession:
                     CallEnd(
                         call_sid=self.call_sid,
                         ended_at=datetime.now(UTC),
-                        status="completed" if self.end_reason in ("hangup", "caller_stop", "max_length") else "failed",
+                        status="completed" if self.end_reason in _COMPLETED else "failed",
                         end_reason=self.end_reason,
                         recording_path=path,
+                        transfer_to=self.transfer_to,
+                        answered_by=self.answered_by,
                     )
                 )
             metrics.ACTIVE_CALLS.dec()
@@ -229,6 +258,11 @@ class CallSession:
             await self.transport.close(code, reason)
         except Exception as exc:  # the socket is already gone: nothing left to close
             log.info("call %s: close failed: %s", self.call_sid, exc)
+            if self.phone is not None:  # the fallback: end the call through the REST API
+                try:
+                    await self.phone.hang_up(self.call_sid)
+                except Exception as rest_exc:
+                    log.warning("call %s: REST hang-up failed too: %s", self.call_sid, rest_exc)
 
     async def wait_closed(self) -> None:
         """Wait until the call has ended and been accounted for."""
@@ -244,7 +278,7 @@ class CallSession:
             self.on_mark(event.name)
         elif isinstance(event, tw.Dtmf):
             self.on_dtmf(event.digit)
-        elif isinstance(event, tw.Stop):
+        elif isinstance(event, tw.Stop) and self.end_reason != "transferred":
             self.end_reason = "caller_stop"
 
     def on_media(self, event: tw.Media) -> None:
@@ -285,13 +319,25 @@ class CallSession:
 
     def on_dtmf(self, digit: str) -> None:
         log.info("call %s: DTMF %s", self.call_sid, digit)
+        if self.tools is not None and self.tools.digits.push(digit):
+            return  # collect_digits is waiting for it
         self.dtmf_log.append(digit)
         self.agent.note_dtmf(digit)
+
+    def on_answered_by(self, answered_by: str) -> None:
+        """Twilio's answering-machine detection for an outbound call: a voicemail gets its message, then we hang up;
+        a person (or "unknown") gets the conversation already under way."""
+        self.answered_by = answered_by
+        log.info("call %s: answered by %s", self.call_sid, answered_by)
+        if answered_by in MACHINE_ENDS and not self._ending:
+            self._spawn(self.say_goodbye(self.settings.voicemail_message, "voicemail"), "voicemail")
 
     # --- turn taking -----------------------------------------------------------------------------------
 
     def _on_turn_event(self, event: SpeechStarted | SpeechStopped | None) -> None:
         # (the partial transcript is reset when the STT finalizes a turn, not here: it may already be ahead of the VAD)
+        if isinstance(event, SpeechStarted):
+            self._activity.set()
         if isinstance(event, SpeechStopped):
             endpointing_s = (self.detector.now_ms - event.end_ms) / 1000
             self.stt_feed.end_of_speech(EndOfSpeech(self.clock(), endpointing_s, event.rule))
@@ -391,17 +437,27 @@ class CallSession:
     async def _call_timer(self) -> None:
         """At ``max_call_s``: stop listening, say goodbye, hang up once it has played."""
         await asyncio.sleep(max(0.0, self.settings.max_call_s - (self.clock() - self._started_mono)))
+        log.info("call %s: %.0f s limit reached, saying goodbye", self.call_sid, self.settings.max_call_s)
+        await self.say_goodbye(self.settings.goodbye_message, "max_length")
+
+    async def say_goodbye(self, text: str, reason: str) -> None:
+        """Stop listening, cut what we are saying, say ``text``, and hang up once it has played."""
+        if self._ending:
+            return
         self._ending = True
         self.preemption.drop("miss")
-        log.info("call %s: %.0f s limit reached, saying goodbye", self.call_sid, self.settings.max_call_s)
         if self.turns:
             last = self.turns[-1]
             if last.replying() or last.pending_marks():
                 await self.barge_in(last)
             await self._stop_reply(last)
         turn = self._new_turn(None, "", self.clock(), 0.0)
-        task = self._start_reply(turn, _once(self.settings.goodbye_message))
+        task = self._start_reply(turn, _once(text))
         await asyncio.wait({task})
+        await self._hang_up_after(turn, reason)
+
+    async def _hang_up_after(self, turn: CallTurn, reason: str) -> None:
+        """Hang up once ``turn``'s audio has played (its marks came back), or a little after it should have."""
         wait_s = max(0.0, self.playback.end_s - self.clock()) + _GOODBYE_GRACE_S
         try:
             async with asyncio.timeout(wait_s):
@@ -410,7 +466,57 @@ class CallSession:
                     await self._marks_changed.wait()
         except TimeoutError:
             log.info("call %s: goodbye marks not echoed within %.1f s", self.call_sid, wait_s)
-        await self.hang_up("max_length")
+        await self.hang_up(reason)
+
+    async def _idle_watch(self) -> None:
+        """A silent caller: ``idle_prompt_s`` after our reply has played, ask if they are there; after
+        ``idle_prompts`` unanswered prompts, say goodbye and hang up."""
+        settings = self.settings
+        while not self._ending:
+            if self._busy():
+                self._activity.clear()
+                await self._activity_or(0.2)  # a reply or the caller is under way: look again when it may be over
+                continue
+            quiet_since = max(self.playback.end_s, self._last_turn_start())
+            deadline = quiet_since + settings.idle_prompt_s
+            self._activity.clear()
+            if await self._activity_or(deadline - self.clock()):
+                continue
+            if self._busy() or self._ending or max(self.playback.end_s, self._last_turn_start()) > quiet_since:
+                continue
+            if self._idle_prompts >= settings.idle_prompts:
+                log.info("call %s: no answer to %d idle prompts, hanging up", self.call_sid, self._idle_prompts)
+                await self.say_goodbye(settings.goodbye, "idle")
+                return
+            self._idle_prompts += 1
+            log.info(
+                "call %s: caller silent for %.0f s, idle prompt %d",
+                self.call_sid,
+                settings.idle_prompt_s,
+                self._idle_prompts,
+            )
+            self._start_reply(self._new_turn(None, "", self.clock(), 0.0), _once(settings.idle_prompt))
+
+    async def _activity_or(self, timeout_s: float) -> bool:
+        """Wait for activity (True) or ``timeout_s`` (False)."""
+        try:
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await self._activity.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _busy(self) -> bool:
+        """Something is going on: we are speaking or generating, the caller is speaking, or keys are awaited."""
+        return (
+            self.bot_speaking()
+            or self.detector.speaking
+            or self.playback.end_s > self.clock()
+            or (self.tools is not None and self.tools.digits.active)
+        )
+
+    def _last_turn_start(self) -> float:
+        return self.turns[-1].t_detect if self.turns else self._started_mono
 
     # --- replies ---------------------------------------------------------------------------------------
 
@@ -421,6 +527,12 @@ class CallSession:
         turn.end_rule = end.end_rule
         if self.softphone:
             self.side_event({"event": "hanmadi.transcript", "role": "caller", "text": user.content})
+        self._idle_prompts = 0  # the caller answered
+        if self._with_tools() and preempt is None:
+            assert self.tools is not None and isinstance(self.llm, ToolCallingLLM)
+            turn.tool_turn = self.tools.turn(self.llm, self.agent.messages_for(user))
+            self._start_reply(turn, turn.tool_turn.stream())  # each model round has its own stall guard
+            return
         if preempt is not None:
             turn.preempt = preempt
             turn.grounding = self.agent.ground(user) if self.agent.knowledge else None
@@ -452,8 +564,15 @@ class CallSession:
         )
         sink = TwilioSink(self.stream_sid, turn.index, self.send, lambda index, ulaw: self._sent(turn, index, ulaw))
         turn.reply = Reply(self.tts, sink, self.engine_config, timeline)
+        if turn.tool_turn is not None:
+            turn.tool_turn.timeline = timeline  # tool start/end go on the turn's timeline
         turn.task = self._spawn(self._run_reply(turn, turn.reply, chunks), "reply")
+        self._activity.set()
         return turn.task
+
+    def _with_tools(self) -> bool:
+        """Answer with tools: some are configured and the model can call them (the local base model cannot)."""
+        return self.tools is not None and self.tools.toolbox.enabled and isinstance(self.llm, ToolCallingLLM)
 
     async def _run_reply(self, turn: CallTurn, reply: Reply, chunks: AsyncIterator[str]) -> None:
         try:
@@ -480,11 +599,37 @@ class CallSession:
             answer=turn.user is not None,
             endpointing_s=turn.endpointing_s,
         )
-        self.agent.remember(turn.user, self._heard(turn))
+        if turn.tool_turn is not None and turn.tool_turn.exchange:
+            # the model's tool calls and their results stay in the conversation, between the caller and our answer
+            self.agent.remember(turn.user, "")
+            self.agent.history.extend(turn.tool_turn.exchange)
+            self.agent.remember(None, self._heard(turn))
+        else:
+            self.agent.remember(turn.user, self._heard(turn))
         if self.softphone and report.spoken_text:
             self.side_event({"event": "hanmadi.transcript", "role": "agent", "text": report.spoken_text})
         if not turn.pending_marks():
             self._record_turn(turn)
+        self._act_on_tools(turn, report)
+
+    def _act_on_tools(self, turn: CallTurn, report: TurnReport) -> None:
+        """What the turn's tools did to the call: hang up after the goodbye, or let the transfer take the call."""
+        action = self.tools.action if self.tools is not None else None
+        if action is None or turn.tool_turn is None or self._ending or report.cancelled:
+            return
+        self._ending = True
+        if isinstance(action, EndCall):
+            log.info("call %s: the agent ends the call", self.call_sid)
+            self._spawn(self._hang_up_after(turn, "agent_hangup"), "end-call")
+        elif isinstance(action, Transferred):
+            self.end_reason = "transferred"
+            self.transfer_to = action.number
+            log.info("call %s: transferred to %s", self.call_sid, action.label)
+            self._spawn(self._close_after_transfer(), "transfer")
+
+    async def _close_after_transfer(self) -> None:
+        await asyncio.sleep(_TRANSFER_CLOSE_S)
+        await self.hang_up("transferred")
 
     async def _stop_reply(self, turn: CallTurn) -> None:
         """Stop ``turn``'s reply (never another's) and let it hand back its report."""
@@ -532,27 +677,28 @@ class CallSession:
         turn.recorded = True
         report = turn.report
         if self.recorder is not None:
-            self.recorder.turn_finished(
-                turn_record(
-                    self.call_sid,
-                    turn.index,
-                    report,
-                    started_at=turn.started_at,
-                    heard_text=turn.heard_text,
-                    spoken_text=self._heard(turn),
-                    barge_in=turn.barge_in,
-                    dtmf=turn.dtmf,
-                    endpointing_s=turn.endpointing_s,
-                    answered=turn.user is not None,
-                    extra_metrics={
-                        **_playback_figures(report),
-                        "preemptive": turn.preempt is not None,
-                        "end_rule": turn.end_rule,
-                        "speech_text": report.speech_text,  # what the TTS was given (speakable text)
-                        **({"knowledge": turn.grounding.to_dict()} if turn.grounding else {}),
-                    },
-                )
+            record = turn_record(
+                self.call_sid,
+                turn.index,
+                report,
+                started_at=turn.started_at,
+                heard_text=turn.heard_text,
+                spoken_text=self._heard(turn),
+                barge_in=turn.barge_in,
+                dtmf=turn.dtmf,
+                endpointing_s=turn.endpointing_s,
+                answered=turn.user is not None,
+                extra_metrics={
+                    **_playback_figures(report),
+                    "preemptive": turn.preempt is not None,
+                    "end_rule": turn.end_rule,
+                    "speech_text": report.speech_text,  # what the TTS was given (speakable text)
+                    **({"knowledge": turn.grounding.to_dict()} if turn.grounding else {}),
+                },
             )
+            if turn.tool_turn is not None:
+                record = dataclasses.replace(record, tool_calls=[c.to_dict() for c in turn.tool_turn.records])
+            self.recorder.turn_finished(record)
 
     # --- outbound ----------------------------------------------------------------------------------------
 
@@ -584,6 +730,14 @@ class CallSession:
 
 async def _once(text: str) -> AsyncIterator[str]:
     yield text
+
+
+def context_prompt(context: Mapping[str, str]) -> str:
+    """An outbound call's context (``--context name=김민수``) as lines appended to the system prompt."""
+    if not context:
+        return ""
+    lines = "\n".join(f"- {key}: {value}" for key, value in context.items())
+    return f"\n\n이 전화는 우리가 먼저 건 전화입니다. 통화 정보:\n{lines}"
 
 
 def _playback_figures(report: TurnReport) -> dict[str, float | None]:

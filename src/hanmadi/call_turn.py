@@ -15,6 +15,7 @@ from hanmadi.engine.scheduler import Reply, TurnReport
 from hanmadi.preemptive import PreemptiveAnswer
 from hanmadi.providers.base import Message
 from hanmadi.telephony.playback import PlaybackClock
+from hanmadi.tools import ToolTurn
 
 # A sentence whose unplayed rest is shorter than this counts as heard whole (float dust, the last frame's padding).
 _WHOLE_SLACK_S = 0.02
@@ -47,6 +48,7 @@ class CallTurn:
     preempt: PreemptiveAnswer | None = None  # answered from an LLM stream started at the caller's pause
     end_rule: str = "default"
     grounding: Grounding | None = None  # which knowledge entries the answer drew on
+    tool_turn: ToolTurn | None = None  # the answer ran tools: their calls, results and records
     barge_in: bool = False
     cleared: asyncio.Event = field(default_factory=asyncio.Event)  # set once a barge-in has sent its clear
     recorded: bool = False

@@ -61,9 +61,25 @@ class TwilioRest:
         self, account_sid: str, auth_token: str, *, api_base: str = TWILIO_API_BASE, timeout_s: float = 10.0
     ) -> None:
         self.account_sid = account_sid
-        self._http = AsyncTwilioHttpClient(timeout=timeout_s)
-        self.client = Client(username=account_sid, password=auth_token, account_sid=account_sid, http_client=self._http)
-        self.client.api.base_url = api_base.rstrip("/")
+        self._auth_token = auth_token
+        self.api_base = api_base.rstrip("/")
+        self.timeout_s = timeout_s
+        self._http: AsyncTwilioHttpClient | None = None
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        """The twilio client, made on first use: its aiohttp session belongs to the loop that uses it."""
+        if self._client is None:
+            self._http = AsyncTwilioHttpClient(timeout=self.timeout_s)
+            self._client = Client(
+                username=self.account_sid,
+                password=self._auth_token,
+                account_sid=self.account_sid,
+                http_client=self._http,
+            )
+            self._client.api.base_url = self.api_base
+        return self._client
 
     @classmethod
     def from_settings(cls, settings: Any) -> TwilioRest | None:
@@ -74,7 +90,9 @@ class TwilioRest:
         return cls(settings.twilio_account_sid, token, api_base=settings.twilio_api_base or TWILIO_API_BASE)
 
     async def aclose(self) -> None:
-        await self._http.close()
+        if self._http is not None:
+            await self._http.close()
+        self._http = self._client = None
 
     async def _call(self, op: str, call_sid: str, **params: Any) -> None:
         try:
