@@ -30,6 +30,7 @@ def loopback_settings(tmp_path: Path, port: int, **overrides: object) -> Setting
         "public_url": f"http://127.0.0.1:{port}",
         "port": port,
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}",
+        "store_journal": tmp_path / "store-journal",
         "drain_timeout_s": 2.0,
         "endpointing_ms": 300,
         "min_speech_ms": 100,

@@ -56,6 +56,7 @@ _REPLY_SETTLE_S = 1.0
 _GOODBYE_GRACE_S = 1.0
 # WebSocket close codes: normal closure, internal error.
 _CLOSE_NORMAL = 1000
+MAX_PENDING_DTMF = 64  # keypad digits kept for one turn (what the store keeps of a turn's digits, too)
 _CLOSE_ERROR = 1011
 # After a REST transfer Twilio ends the stream itself; if it has not within this long, we close it.
 _TRANSFER_CLOSE_S = 5.0
@@ -318,11 +319,20 @@ class CallSession:
             self._record_turn(turn)
 
     def on_dtmf(self, digit: str) -> None:
-        log.info("call %s: DTMF %s", self.call_sid, digit)
+        log.debug("call %s: DTMF %s", self.call_sid, digit)
         if self.tools is not None and self.tools.digits.push(digit):
             return  # collect_digits is waiting for it
+        if len(self.dtmf_log) >= MAX_PENDING_DTMF:  # a flood of digits: bounded, counted, not logged one by one
+            metrics.DTMF_DROPPED.inc()
+            return
         self.dtmf_log.append(digit)
         self.agent.note_dtmf(digit)
+        if len(self.dtmf_log) == MAX_PENDING_DTMF:
+            log.info(
+                "call %s: %d keypad digits pending; more are dropped until the next turn",
+                self.call_sid,
+                MAX_PENDING_DTMF,
+            )
 
     def on_answered_by(self, answered_by: str) -> None:
         """Twilio's answering-machine detection for an outbound call: a voicemail gets its message, then we hang up;

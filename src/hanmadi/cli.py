@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,8 +51,12 @@ def _refuse_broken_local_llm(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(level: str = "INFO", fmt: str | None = None) -> None:
+    """Logs on stderr: escaped text lines, or JSON lines with HANMADI_LOG_FORMAT=json (``fmt`` overrides)."""
+    from hanmadi.logs import setup
+
+    chosen = (fmt or os.environ.get("HANMADI_LOG_FORMAT", "text")).strip().lower()
+    setup(level, "json" if chosen == "json" else "text")
 
 
 @app.command()
@@ -63,13 +67,13 @@ def serve(
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
 ) -> None:
     """Run the server (uvicorn) with the configured providers."""
-    import uvicorn
-
+    from hanmadi.limits import uvicorn_config
     from hanmadi.providers.base import ConfigError
     from hanmadi.server import DrainingServer, create_app
 
     _setup_logging(log_level)
     settings = _settings(host=host, port=port)
+    _setup_logging(log_level, settings.log_format)  # the format may come from .env too
     if dev:
         settings = settings.model_copy(update={"dev": True})
     if settings.dev and not settings.auth_token():
@@ -82,8 +86,9 @@ def serve(
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from exc
     _refuse_broken_local_llm(settings)
-    config = uvicorn.Config(
-        application, host=settings.host, port=settings.port, log_level=log_level.lower(), ws="websockets-sansio"
+    # log_config=None: uvicorn's loggers (request paths included) go through our escaping / JSON handler
+    config = uvicorn_config(
+        application, settings, host=settings.host, port=settings.port, log_level=log_level.lower(), log_config=None
     )
     DrainingServer(config, application.state.hanmadi).run()
 

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
-
 from hanmadi.config import Settings
+from hanmadi.limits import uvicorn_config
 from hanmadi.server import AppState, DrainingServer, create_app
 
 # Servers started here, by base URL: their state and the event loop they run on (for :func:`settle`).
@@ -21,9 +20,7 @@ _running: dict[str, tuple[AppState, asyncio.AbstractEventLoop]] = {}
 def serve_in_thread(settings: Settings, *, port: int = 0, **app_kwargs: Any) -> Iterator[str]:
     """Start the server on 127.0.0.1 (``port`` 0 picks a free one); yield its base URL; stop it on exit."""
     application = create_app(settings, **app_kwargs)
-    config = uvicorn.Config(
-        application, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", lifespan="on"
-    )
+    config = uvicorn_config(application, settings, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = DrainingServer(config, application.state.hanmadi)
     failure: list[BaseException] = []
 

@@ -8,14 +8,15 @@ from hanmadi.config import Settings
 from loopback_support import free_port, loopback_settings, twilio_signature, voice
 
 AUTH_TOKEN = "e2e-auth-token-0123456789abcdef"
+E2E_ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 
-__all__ = ["AUTH_TOKEN", "e2e_settings", "free_port", "sign", "voice"]
+__all__ = ["AUTH_TOKEN", "E2E_ADMIN_TOKEN", "e2e_settings", "free_port", "sign", "voice"]
 
 
 def e2e_settings(tmp_path: Path, port: int, **overrides: object) -> Settings:
     """A loopback server with the e2e auth and admin tokens."""
     return loopback_settings(
-        tmp_path, port, **{"twilio_auth_token": AUTH_TOKEN, "admin_token": "admin-e2e", **overrides}
+        tmp_path, port, **{"twilio_auth_token": AUTH_TOKEN, "admin_token": E2E_ADMIN_TOKEN, **overrides}
     )
 
 

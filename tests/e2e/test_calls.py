@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from e2e_support import AUTH_TOKEN, e2e_settings, free_port, sign, voice
+from e2e_support import AUTH_TOKEN, E2E_ADMIN_TOKEN, e2e_settings, free_port, sign, voice
 
 from hanmadi.loopback import settle
 from hanmadi.store.records import CallDetail
@@ -253,7 +253,8 @@ async def test_recorded_call_has_a_stereo_wav_served_by_the_api(tmp_path: Path) 
         await settle(url)
         async with httpx.AsyncClient() as client:
             r = await client.get(
-                f"{url}/api/calls/{result.call_sid}/recording", headers={"Authorization": "Bearer admin-e2e"}
+                f"{url}/api/calls/{result.call_sid}/recording",
+                headers={"Authorization": f"Bearer {E2E_ADMIN_TOKEN}"},
             )
     assert r.status_code == 200
     wav_path = tmp_path / "got.wav"

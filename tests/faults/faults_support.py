@@ -15,7 +15,7 @@ from hanmadi.store.records import CallDetail
 from loopback_support import free_port, loopback_settings, read_call, voice
 
 AUTH_TOKEN = "faults-auth-token-0123456789abcdef"
-ADMIN_TOKEN = "faults-admin-token"
+ADMIN_TOKEN = "faults-admin-token-0123456789"
 
 __all__ = ["ADMIN_TOKEN", "AUTH_TOKEN", "fault_settings", "free_port", "start_server", "stored_call", "voice"]
 

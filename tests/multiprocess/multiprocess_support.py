@@ -13,7 +13,7 @@ import httpx
 from loopback_support import free_port, voice
 
 AUTH_TOKEN = "multi-auth-token-0123456789abcdef"
-ADMIN_TOKEN = "multi-admin-token"
+ADMIN_TOKEN = "multi-admin-token-0123456789"
 PG_ENV = "HANMADI_TEST_POSTGRES_URL"
 
 __all__ = ["ADMIN_TOKEN", "AUTH_TOKEN", "PG_ENV", "free_port", "launch", "voice", "wait_healthy"]

@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
-ADMIN_TOKEN = "t"
+ADMIN_TOKEN = "web-admin-token-0123456789abcd"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 

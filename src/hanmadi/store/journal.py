@@ -17,6 +17,7 @@ All methods here are blocking file I/O: the Recorder calls them through ``asynci
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -117,6 +118,9 @@ class Journal:
         fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
         self._file.close()
         self._file = None
+        if empty:
+            with contextlib.suppress(OSError):  # not empty: another server's journal or rejected records
+                self.directory.rmdir()
 
     def _adopt(self, other: Path) -> int:
         """Copy the records of ``other`` if no live process holds it, then remove it; how many were copied."""

@@ -7,7 +7,6 @@ Without an admin token configured everything here answers 404 — off, not open.
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel
+
+from hanmadi.admin import bearer_matches
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MEDIA_STREAM_PATH = "twilio/media"
@@ -63,8 +64,6 @@ def web_router(*, admin_token: str | None, issue_stream_token: Callable[[str], s
 
         return router
 
-    expected = f"Bearer {admin_token}".encode()
-
     @router.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/web/", status_code=307)
@@ -78,7 +77,7 @@ def web_router(*, admin_token: str | None, issue_stream_token: Callable[[str], s
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> SoftphoneSession:
         """Start a browser call: a fresh call sid, the WebSocket URL and a stream token for it."""
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+        if not bearer_matches(authorization, admin_token):
             raise HTTPException(401, "admin token required", headers={"WWW-Authenticate": "Bearer"})
         call_sid = "WS" + uuid.uuid4().hex
         return SoftphoneSession(

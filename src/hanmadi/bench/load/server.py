@@ -27,9 +27,8 @@ def serve(port: int, *, auth_token: str, max_calls: int, log_file: str | None, d
     """
     import logging
 
-    import uvicorn
-
     from hanmadi.config import Settings
+    from hanmadi.limits import uvicorn_config
     from hanmadi.server import DrainingServer, create_app
 
     handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
@@ -58,8 +57,8 @@ def serve(port: int, *, auth_token: str, max_calls: int, log_file: str | None, d
     async def loop_lag() -> dict[str, list[float]]:
         return {"loop_lag_ms": lags, "at": at}
 
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", lifespan="on", backlog=4096
+    config = uvicorn_config(
+        app, settings, host="127.0.0.1", port=port, log_level="warning", lifespan="on", backlog=4096
     )
     server = DrainingServer(config, app.state.hanmadi)
 
