@@ -52,6 +52,7 @@ _NATIVE_TENS = ("", "열", "스물", "서른", "마흔", "쉰", "예순", "일�
 _BIG_UNITS = ("", "만", "억", "조", "경")
 
 
+@lru_cache(maxsize=10000)
 def _four_digits(g: int) -> str:
     out = []
     for unit, d in zip(("천", "백", "십", ""), f"{g:04d}", strict=True):
@@ -59,9 +60,6 @@ def _four_digits(g: int) -> str:
         if digit:
             out.append(unit if (unit and digit == 1) else _SINO_DIGITS[digit] + unit)
     return "".join(out)
-
-
-_GROUPS = tuple(_four_digits(g) for g in range(10000))
 
 
 def sino_korean(n: int) -> str:
@@ -75,7 +73,7 @@ def sino_korean(n: int) -> str:
     while n:
         n, g = divmod(n, 10000)
         if g:
-            parts.append("만" if (i == 1 and g == 1) else _GROUPS[g] + _BIG_UNITS[i])
+            parts.append("만" if (i == 1 and g == 1) else _four_digits(g) + _BIG_UNITS[i])
         i += 1
     return " ".join(reversed(parts))
 
@@ -175,7 +173,11 @@ for _word, _spoken in (_UNITS | _SYMBOL_UNITS).items():
 _FAHRENHEIT = frozenset({"°F", "℉"})
 
 
-_COUNTER_LENGTHS = sorted({len(w) for w in _COUNTERS}, reverse=True)
+# By first character, the lengths of the counters that start with it, longest first.
+_COUNTER_LENGTHS: dict[str, tuple[int, ...]] = {
+    first: tuple(sorted({len(w) for w in _COUNTERS if w[0] == first}, reverse=True))
+    for first in {w[0] for w in _COUNTERS}
+}
 
 
 def _counter_at(text: str, i: int) -> tuple[str | None, int]:
@@ -185,7 +187,7 @@ def _counter_at(text: str, i: int) -> tuple[str | None, int]:
     not the ``m`` of ``5 min``).
     """
     j = i + 1 if text[i : i + 1] == " " else i
-    for length in _COUNTER_LENGTHS:
+    for length in _COUNTER_LENGTHS.get(text[j : j + 1], ()):
         word = text[j : j + length]
         if word in _COUNTERS:
             last = word[-1]
