@@ -429,5 +429,18 @@ def bench_speakable(
     _print_json(run(sentences, lang))
 
 
+@bench_app.command("abuse")
+def bench_abuse(
+    sockets: Annotated[int, typer.Option(help="sockets sending one large frame each", min=1, max=200)] = 40,
+    frame_mb: Annotated[float, typer.Option(help="size of that frame, MB", min=0.1, max=64)] = 16.0,
+    idle: Annotated[int, typer.Option(help="sockets that never send a start", min=1, max=500)] = 50,
+    start_timeout: Annotated[float, typer.Option(help="the server's HANMADI_START_TIMEOUT_S", min=0.1)] = 5.0,
+) -> None:
+    """What unauthenticated sockets cost a server on loopback: RSS under large frames, idle sockets closed (JSON)."""
+    from hanmadi.bench.abuse import run_abuse
+
+    _print_json(asyncio.run(run_abuse(sockets, frame_mb, idle, start_timeout)))
+
+
 if __name__ == "__main__":
     app()
