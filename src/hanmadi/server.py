@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from hanmadi import metrics
+from hanmadi.actions import AMD_PATH, Actions, ActionsError
 from hanmadi.api import api_router
 from hanmadi.call import CallSession
 from hanmadi.config import Settings
@@ -63,6 +64,7 @@ class AppState:
     # calls admitted by the webhook whose stream has not started yet: CallSid -> when the admission lapses
     pending: dict[str, float] = field(default_factory=dict)
     knowledge: KnowledgeSource | None = None  # HANMADI_KNOWLEDGE_FILE, reloaded while the server runs
+    actions: Actions | None = None  # tools, Twilio REST, outbound calls, call webhooks
 
     def at_capacity(self) -> bool:
         """A call counts from its webhook to its hang-up: admitted-but-not-yet-streaming calls hold a place."""
@@ -102,6 +104,10 @@ def create_app(
         tokens=tw.StreamTokens(settings.auth_token(), settings.stream_token_ttl_s),
         knowledge=knowledge,
     )
+    try:
+        state.actions = actions = Actions(settings, state.recorder)
+    except ActionsError as exc:
+        raise RuntimeError(str(exc)) from exc
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,10 +118,13 @@ def create_app(
         if state.recorder is not None:
             await state.recorder.start()
         try:
-            async with knowledge_watch(state.knowledge, state.settings.knowledge_poll_s):
-                yield
+            async with actions.running():  # the tools' clients outlive the drain: calls finishing may use them
+                try:
+                    async with knowledge_watch(state.knowledge, state.settings.knowledge_poll_s):
+                        yield
+                finally:
+                    await drain(state, state.settings.drain_timeout_s)
         finally:
-            await drain(state, state.settings.drain_timeout_s)
             try:
                 for provider in (state.providers.stt, state.providers.llm, state.providers.tts):
                     aclose = getattr(provider, "aclose", None)
@@ -132,7 +141,7 @@ def create_app(
     app.state.hanmadi = state
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     if state.recorder is not None:
-        app.include_router(api_router(state.recorder, admin), prefix="/api")
+        app.include_router(api_router(state.recorder, admin, actions.add_routes), prefix="/api")
     app.include_router(web_router(admin_token=admin, issue_stream_token=state.tokens.issue))
 
     @app.get("/healthz")
@@ -151,6 +160,10 @@ def create_app(
     async def media(ws: WebSocket) -> None:
         await serve_media_stream(state, ws)
 
+    @app.post(AMD_PATH)
+    async def amd(request: Request) -> Response:
+        return await answer_amd(state, request)
+
     return app
 
 
@@ -158,8 +171,8 @@ def _twiml(body: str) -> Response:
     return Response(body, media_type="application/xml")
 
 
-async def answer_webhook(state: AppState, request: Request) -> Response:
-    """Twilio's voice webhook: verify the signature, admit or refuse, answer TwiML that opens the stream."""
+async def _signed_form(state: AppState, request: Request) -> dict[str, str] | Response:
+    """The form Twilio posted, once its X-Twilio-Signature checks out; else the 403 to answer."""
     settings = state.settings
     form = await request.form()
     params = {k: v for k, v in form.items() if isinstance(v, str)}
@@ -176,6 +189,33 @@ async def answer_webhook(state: AppState, request: Request) -> Response:
             return PlainTextResponse("forbidden", status_code=403)
     else:
         log.warning("dev mode: webhook accepted without signature check (CallSid %s)", params.get("CallSid", "?"))
+    return params
+
+
+async def answer_amd(state: AppState, request: Request) -> Response:
+    """Twilio's async AMD callback (signed like the voice webhook): tell the outbound call who answered."""
+    params = await _signed_form(state, request)
+    if isinstance(params, Response):
+        return params
+    call_sid, answered_by = params.get("CallSid", ""), params.get("AnsweredBy", "")
+    if not call_sid or not answered_by:
+        metrics.WEBHOOKS_REJECTED.labels(reason="amd_incomplete").inc()
+        log.warning("AMD callback without CallSid or AnsweredBy refused")
+        return PlainTextResponse("CallSid and AnsweredBy required", status_code=400)
+    session = state.calls.get(call_sid)
+    if session is not None:
+        session.on_answered_by(answered_by)
+    elif state.actions is None or not state.actions.note_answered_by(call_sid, answered_by):
+        log.info("AMD for unknown call %s (%s) ignored", call_sid, answered_by)
+    return Response(status_code=204)
+
+
+async def answer_webhook(state: AppState, request: Request) -> Response:
+    """Twilio's voice webhook: verify the signature, admit or refuse, answer TwiML that opens the stream."""
+    settings = state.settings
+    params = await _signed_form(state, request)
+    if isinstance(params, Response):
+        return params
     call_sid = params.get("CallSid", "")
     if not call_sid:
         metrics.WEBHOOKS_REJECTED.labels(reason="missing_callsid").inc()
@@ -304,6 +344,7 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                 if event.call_sid in state.calls:
                     await close("call already streaming")
                     return
+                outbound = state.actions.take_outbound(event.call_sid) if state.actions else None
                 session = CallSession(
                     settings=settings,
                     stt=state.providers.stt,
@@ -314,6 +355,16 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                     recorder=state.recorder,
                     softphone=event.custom_parameters.get("softphone") == "1",
                     knowledge=state.knowledge,
+                    tools=state.actions.call_tools(
+                        event.call_sid,
+                        event.custom_parameters.get("from", ""),
+                        event.custom_parameters.get("to", ""),
+                    )
+                    if state.actions
+                    else None,
+                    phone=state.actions.rest if state.actions else None,
+                    direction="outbound" if outbound else "inbound",
+                    context=outbound.context if outbound else None,
                 )
                 state.pending.pop(event.call_sid, None)
                 try:
@@ -325,6 +376,8 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                     return
                 state.calls[event.call_sid] = session
                 state.idle.clear()
+                if outbound is not None and outbound.answered_by:
+                    session.on_answered_by(outbound.answered_by)  # AMD answered before the stream started
                 if settings.dev and not token:
                     log.warning("dev mode: call %s runs without Twilio authentication", event.call_sid)
                 continue
