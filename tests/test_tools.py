@@ -415,3 +415,29 @@ async def test_openai_plain_stream_is_unchanged(servers: ActionServers) -> None:
         await llm.aclose()
     assert "".join(chunks) == "네, 내일 저녁 7시에 자리 있습니다."
     assert "tools" not in servers.chat_requests[-1]
+
+
+# --- start-up ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tools_file": "missing.yaml"}, "cannot read it"),
+        ({"webhook_url": "https://hooks.example.kr/hanmadi"}, "HANMADI_WEBHOOK_SECRET is not"),
+        ({"transfer_numbers": "예약팀=02-1234"}, "is not a phone number"),
+    ],
+)
+def test_the_server_refuses_to_start_with_a_clear_reason(
+    tmp_path: Path, overrides: dict[str, str], message: str
+) -> None:
+    from hanmadi.config import Settings
+    from hanmadi.providers.simulated import SimulatedSTT, SimulatedTTS
+    from hanmadi.server import Providers, create_app
+
+    values = {"dev": True, "database_url": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", **overrides}
+    if "tools_file" in values:
+        values["tools_file"] = str(tmp_path / values["tools_file"])
+    settings = Settings(**values)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match=message):
+        create_app(settings, providers=Providers(SimulatedSTT(), ScriptedLLM(), SimulatedTTS()))

@@ -442,5 +442,46 @@ def bench_abuse(
     _print_json(asyncio.run(run_abuse(sockets, frame_mb, idle, start_timeout)))
 
 
+@app.command()
+def dial(
+    to: Annotated[str, typer.Argument(help="the number to call, E.164 (+821012345678)")],
+    from_: Annotated[str | None, typer.Option("--from", help="caller ID (default HANMADI_TWILIO_FROM_NUMBER)")] = None,
+    context: Annotated[
+        list[str] | None, typer.Option("--context", help="what the agent should know, k=v (repeat)")
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="the running hanmadi server (default http://127.0.0.1:HANMADI_PORT)")
+    ] = None,
+) -> None:
+    """Place an outbound call through a running server (POST /api/calls with the admin token); print its call_sid."""
+    import httpx
+
+    from hanmadi.actions import parse_context
+
+    settings = _settings()
+    try:
+        values = parse_context(context or [])
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    if not settings.admin_token:
+        console.print("[red]HANMADI_ADMIN_TOKEN is not set: the server's /api needs it[/red]")
+        raise typer.Exit(2)
+    base = (server or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    body: dict[str, Any] = {"to": to, "context": values}
+    if from_:
+        body["from"] = from_
+    headers = {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+    try:
+        response = httpx.post(f"{base}/api/calls", json=body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {base}: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    if response.status_code != 201:
+        console.print(f"[red]{base} refused the call (HTTP {response.status_code}): {response.text[:300]}[/red]")
+        raise typer.Exit(1)
+    _print_json(response.json())
+
+
 if __name__ == "__main__":
     app()
