@@ -441,3 +441,37 @@ def test_the_server_refuses_to_start_with_a_clear_reason(
     settings = Settings(**values)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match=message):
         create_app(settings, providers=Providers(SimulatedSTT(), ScriptedLLM(), SimulatedTTS()))
+
+
+def test_the_restaurant_example_is_a_valid_tools_file() -> None:
+    path = Path(__file__).parent.parent / "examples" / "restaurant-tools.yaml"
+    tools = load_tools_file(path, env={"RESTAURANT_API_KEY": "k-1", "POS_API_KEY": "p-1"})
+    assert [t.name for t in tools] == [
+        "check_availability",
+        "book_table",
+        "find_booking",
+        "cancel_booking",
+        "order_status",
+    ]
+    assert tools[0].headers == {"Authorization": "Bearer k-1"}
+    box = Toolbox(tools, secret="s")
+    assert box.names()[:2] == ["end_call", "collect_digits"] and len(box.specs) == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "goodbye"),
+    [
+        ("네 알겠습니다 수고하세요", True),
+        ("이만 끊을게요", True),
+        ("안녕히 계세요", True),
+        ("고맙습니다 들어가세요", True),
+        ("끊지 마세요", False),
+        ("지금 끊어요?", False),
+        ("예약하고 싶어요", False),
+        ("아직 안 끊었어요", False),
+    ],
+)
+def test_caller_goodbye_rule(text: str, goodbye: bool) -> None:
+    from hanmadi.tools import caller_says_goodbye
+
+    assert caller_says_goodbye(text) is goodbye

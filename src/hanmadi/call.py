@@ -43,7 +43,7 @@ from hanmadi.telephony import twilio as tw
 from hanmadi.telephony.playback import PlaybackClock, playback_of
 from hanmadi.telephony.rest import MACHINE_ENDS
 from hanmadi.telephony.sink import TwilioSink
-from hanmadi.tools import CallTools, EndCall, Transferred
+from hanmadi.tools import CallTools, EndCall, Transferred, caller_says_goodbye
 from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, is_backchannel
 
 log = logging.getLogger("hanmadi.call")
@@ -538,6 +538,11 @@ class CallSession:
         if self.softphone:
             self.side_event({"event": "hanmadi.transcript", "role": "caller", "text": user.content})
         self._idle_prompts = 0  # the caller answered
+        if self.tools is not None and self._goodbye_rule(text):
+            # a model without tool calling cannot end the call: the caller's goodbye does (end_call's keyword rule)
+            self.tools.action = EndCall(self.settings.goodbye)
+            self._start_reply(turn, _once(self.settings.goodbye))
+            return
         if self._with_tools() and preempt is None:
             assert self.tools is not None and isinstance(self.llm, ToolCallingLLM)
             turn.tool_turn = self.tools.turn(self.llm, self.agent.messages_for(user))
@@ -584,6 +589,16 @@ class CallSession:
         """Answer with tools: some are configured and the model can call them (the local base model cannot)."""
         return self.tools is not None and self.tools.toolbox.enabled and isinstance(self.llm, ToolCallingLLM)
 
+    def _goodbye_rule(self, text: str) -> bool:
+        """end_call for a model that cannot call it: the caller clearly said goodbye."""
+        tools = self.tools
+        return (
+            tools is not None
+            and "end_call" in tools.toolbox.builtins
+            and not isinstance(self.llm, ToolCallingLLM)
+            and caller_says_goodbye(text)
+        )
+
     async def _run_reply(self, turn: CallTurn, reply: Reply, chunks: AsyncIterator[str]) -> None:
         try:
             report = await reply.run(chunks)
@@ -625,7 +640,11 @@ class CallSession:
     def _act_on_tools(self, turn: CallTurn, report: TurnReport) -> None:
         """What the turn's tools did to the call: hang up after the goodbye, or let the transfer take the call."""
         action = self.tools.action if self.tools is not None else None
-        if action is None or turn.tool_turn is None or self._ending or report.cancelled:
+        if action is None or self._ending:
+            return
+        if isinstance(action, EndCall) and report.cancelled:
+            assert self.tools is not None
+            self.tools.action = None  # the caller spoke over the goodbye: the call goes on
             return
         self._ending = True
         if isinstance(action, EndCall):

@@ -48,6 +48,13 @@ DIGITS_TIMEOUT_S = 10.0
 MAX_DIGITS = 32
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# How Korean callers take their leave. For a model that cannot call end_call (the embedded base model), the agent
+# ends the call itself when the caller's words say this — and not as a question or a "don't".
+_GOODBYE = re.compile(
+    r"안녕히\s*(계세요|계십시오|가세요)|수고\s*(하세요|하십시오|하셨습니다|많으셨습니다)|들어가세요"
+    r"|끊(을게요|을께요|을게|겠습니다|겠어요|습니다|어요)"
+)
+_NOT_GOODBYE = re.compile(r"[?？]|마세요|말고|않|못|안\s*끊")
 
 
 class ToolsFileError(Exception):
@@ -626,6 +633,11 @@ class ToolTurn:
         timeout_s = float(timeout) if isinstance(timeout, int | float) and 1 <= timeout <= 60 else DIGITS_TIMEOUT_S
         digits, complete = await self.call.digits.collect(count, timeout_s)
         return ("ok" if complete else "timeout"), json.dumps({"digits": digits, "complete": complete})
+
+
+def caller_says_goodbye(text: str) -> bool:
+    """The caller's words end the call: "네 수고하세요", "이만 끊을게요", "안녕히 계세요" (not "끊지 마세요?")."""
+    return bool(_GOODBYE.search(text)) and not _NOT_GOODBYE.search(text)
 
 
 def _digits_prompt(call: ToolCall) -> str:

@@ -153,6 +153,34 @@ async def test_end_call_says_goodbye_then_hangs_up(tmp_path: Path, servers: Acti
     assert goodbye_marks and not any(m.cleared for m in goodbye_marks)  # it played to the end before the hang-up
 
 
+class TextOnlyLLM:
+    """A model without function calling (like the embedded base model): text only."""
+
+    name = "text-only"
+
+    def __init__(self) -> None:
+        self._inner = ScriptedLLM()
+
+    def stream(self, messages: Any) -> Any:
+        return self._inner.stream(messages)
+
+
+async def test_without_function_calling_the_callers_goodbye_ends_the_call(
+    tmp_path: Path, servers: ActionServers
+) -> None:
+    port = free_port()
+    settings = action_settings(tmp_path, port, servers)
+    stack = Providers(stt=SimulatedSTT(["네 알겠습니다 수고하세요"]), llm=TextOnlyLLM(), tts=SimulatedTTS())  # type: ignore[arg-type]
+    with serve_in_thread(settings, port=port, providers=stack) as url:
+        result = await call(url, turns=2, utterances=[voice(1.0), voice(1.0)])
+        await settle(url)
+        detail = await stored(settings, result.call_sid)
+    assert result.hung_up_by == "bot" and len(result.turns) == 1
+    assert detail.call.end_reason == "agent_hangup"
+    assert detail.turns[-1].heard_text == "네 알겠습니다 수고하세요"
+    assert detail.turns[-1].spoken_text == settings.goodbye
+
+
 async def test_transfer_updates_the_live_call(tmp_path: Path, servers: ActionServers) -> None:
     llm = ScriptedLLM(
         tool_rounds=[[(0.1, "네, 연결해 드릴게요."), (0.1, ToolCall("t", "transfer_call", '{"target": "예약팀"}'))]]
