@@ -316,3 +316,31 @@ def test_an_admin_token_shorter_than_24_characters_is_a_configuration_error(tmp_
     with pytest.raises(ValidationError, match="at least 24 characters"):
         secure_settings(tmp_path, 8080, admin_token="short-admin-token")
     assert secure_settings(tmp_path, 8080, admin_token="x" * 24).admin_token is not None
+
+
+# --- 2. records survive the database being away (at the server: /healthz) ----------------------------------------
+
+
+async def test_healthz_reports_a_degraded_store_and_a_call_started_meanwhile_is_kept(tmp_path: Path) -> None:
+    from hanmadi.store.writer import Recorder
+
+    port = free_port()
+    data = tmp_path / "data"
+    settings = secure_settings(tmp_path, port, database_url=f"sqlite+aiosqlite:///{data / 'calls.db'}")
+    recorder = Recorder(settings.database_url, journal_dir=tmp_path / "journal", retry_max_s=0.2)
+    with serve_in_thread(settings, port=port, recorder=recorder) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/healthz")).json()["store"] == "ok"
+            first = await place_call(CallerConfig(url=url, utterances=[voice(0.8)], auth_token=AUTH_TOKEN, turns=1))
+            await settle(url)
+            (tmp_path / "data").rename(tmp_path / "away")  # the database's directory disappears
+            second = await place_call(CallerConfig(url=url, utterances=[voice(0.8)], auth_token=AUTH_TOKEN, turns=1))
+            health = (await client.get("/healthz")).json()
+            assert health["store"] == "degraded" and health["store_pending"] > 0
+            (tmp_path / "away").rename(tmp_path / "data")  # and comes back
+            await settle(url)
+            assert (await client.get("/healthz")).json()["store"] == "ok"
+    for result in (first, second):
+        stored = await read_call(settings.database_url, result.call_sid)
+        assert stored is not None and stored.call.status == "completed"
+        assert [t.index for t in stored.turns] == [0, 1]  # the greeting and the caller's turn
