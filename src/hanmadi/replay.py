@@ -16,6 +16,7 @@ outage) and the database's ``calls`` table (which covers N processes sharing one
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from typing import Final
 
@@ -29,6 +30,15 @@ from hanmadi.store.writer import Recorder
 log = logging.getLogger("hanmadi.replay")
 
 REASON: Final = "callsid_seen"
+
+
+_CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def valid_call_sid(call_sid: str) -> bool:
+    """Twilio's CallSids are ``CA`` + 32 hex digits; accept that shape loosely (letters, digits, ``-_``, ≤ 64), so
+    a CallSid can neither carry control characters into logs nor overflow the store's 64-character column."""
+    return _CALL_SID.fullmatch(call_sid) is not None
 
 
 def hangup_twiml() -> str:

@@ -344,3 +344,10 @@ async def test_healthz_reports_a_degraded_store_and_a_call_started_meanwhile_is_
         stored = await read_call(settings.database_url, result.call_sid)
         assert stored is not None and stored.call.status == "completed"
         assert [t.index for t in stored.turns] == [0, 1]  # the greeting and the caller's turn
+
+
+@pytest.mark.parametrize("call_sid", ["CA1\nCRITICAL FORGED", "C" * 65, "CA 1", "CA1\x1b[31m"])
+async def test_a_malformed_callsid_is_refused_even_when_signed(server: tuple[str, Settings], call_sid: str) -> None:
+    url, _ = server
+    response = await signed_webhook(url, call_sid)
+    assert response.status_code == 400
