@@ -50,6 +50,10 @@ export function logLine(ev) {
       return `${at} 응답 취소 (사유: ${reason}, 전송된 재생시간: ${fmt(ev.audio_s)}초)`;
     case "done":
       return `${at} 전체 완료 (재생시간: ${fmt(ev.audio_s)}초)`;
+    case "tool_start":
+      return `${at} 도구 호출: ${ev.text || ""}`;
+    case "tool_end":
+      return `${at} 도구 응답: ${ev.text || ""} (${reason}, ${fmt(ev.duration_s)}초 소요)`;
     default:
       return `${at} ${`${ev.kind} ${ev.text || ""}`.trim()}`;
   }
@@ -165,9 +169,27 @@ function clip(text, max) {
   return chars.length > max ? `${chars.slice(0, max - 1).join("")}…` : chars.join("");
 }
 
-/** The waterfall SVG for one turn's events. */
+/** The turn's tool calls: each tool_start, closed by the next tool_end of the same tool (status in ``reason``). */
+export function toolRows(events) {
+  const rows = [];
+  for (const ev of ordered(events)) {
+    if (ev.kind === "tool_start") {
+      rows.push({ name: ev.text || "", start: num(ev.t), end: undefined, status: "" });
+    } else if (ev.kind === "tool_end") {
+      const open = rows.find((r) => r.name === (ev.text || "") && r.end === undefined);
+      if (open) {
+        open.end = num(ev.t);
+        open.status = ev.reason || "";
+      }
+    }
+  }
+  return rows;
+}
+
+/** The waterfall SVG for one turn's events (tool calls first, then one row per sentence). */
 export function renderWaterfall(events) {
   const { rows, cancelAt, cancelReason } = sentenceRows(events);
+  const tools = toolRows(events);
   const labelW = 250;
   const plotW = 640;
   const rowH = 34;
@@ -182,7 +204,7 @@ export function renderWaterfall(events) {
   const step = niceStep(tMax);
   const axisMax = Math.ceil(tMax / step - 1e-9) * step;
   const x = (t) => labelW + (Math.max(0, t) / axisMax) * plotW;
-  const height = top + rows.length * rowH + bottom;
+  const height = top + (tools.length + rows.length) * rowH + bottom;
   const width = labelW + plotW + 120;
 
   const root = svg("svg", {
@@ -199,8 +221,30 @@ export function renderWaterfall(events) {
     root.append(svg("line", { class: i === 0 ? "zero" : "grid", x1: x(t), x2: x(t), y1: top - 6, y2: height - bottom }));
     root.append(svg("text", { class: "axis", x: x(t), y: top - 10, "text-anchor": "middle" }, `${+t.toFixed(2)}초`));
   }
-  rows.forEach((r, i) => {
+  tools.forEach((tool, i) => {
     const y = top + i * rowH;
+    const failed = tool.end !== undefined && tool.status !== "ok";
+    const g = svg("g", { class: "wf-tool", "data-tool": tool.name, "data-status": tool.status || "pending" });
+    g.append(titled(svg("text", { x: 4, y: y + rowH / 2 + 4 }, `도구 ${clip(tool.name, 28)}`), tool.name));
+    const end = tool.end ?? cancelAt ?? tool.start;
+    const tip = `도구 ${tool.name} ${fmt(tool.start)}→${fmt(tool.end)}초 ${tool.status || "응답 없음"}`;
+    g.append(
+      titled(
+        svg("rect", {
+          class: `tool${failed ? " failed" : ""}`,
+          x: x(tool.start ?? 0),
+          y: y + 10,
+          width: Math.max(2, x(end ?? 0) - x(tool.start ?? 0)),
+          height: 12,
+          rx: 2,
+        }),
+        tip,
+      ),
+    );
+    root.append(g);
+  });
+  rows.forEach((r, i) => {
+    const y = top + (tools.length + i) * rowH;
     const g = svg("g", {
       class: "wf-row",
       "data-index": r.index,
