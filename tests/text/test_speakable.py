@@ -254,3 +254,13 @@ def test_english_is_stable_too(text: str) -> None:
 def test_urls_emails_and_code_keep_their_digits(text: str) -> None:
     protected = text.split(" ")[0].removesuffix("로")
     assert protected in speakable(text)
+
+
+@pytest.mark.parametrize("digits", ["9" * 5000, ",".join(["999"] * 1500), "1" + "0" * 25])
+@pytest.mark.parametrize("lang", ["ko", "en"])
+def test_a_number_too_long_to_be_a_quantity_is_read_digit_by_digit(digits: str, lang: str) -> None:
+    for text in (digits, f"{digits}원", f"${digits}", f"#{digits}"):
+        spoken = speakable(text, lang)
+        assert not _ASCII_DIGIT.search(spoken)
+        first_digits = {("ko", "9"): "구구구", ("ko", "1"): "일영영", ("en", "9"): "nine nine", ("en", "1"): "one zero"}
+        assert first_digits[(lang, digits[0])] in spoken

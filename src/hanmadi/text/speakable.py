@@ -106,6 +106,7 @@ def _any_digits(text: str) -> str:
 
 
 _DIGIT_RUN = re.compile(r"\d+")
+_LONG_DIGIT_RUN = re.compile(r"\d{21,}")
 
 
 # --- counters and units -----------------------------------------------------------------------------------------
@@ -474,11 +475,16 @@ def _korean_pattern(m: re.Match[str], kind: str) -> str:
 
 
 def _korean_numbers(text: str) -> str:
+    if _LONG_DIGIT_RUN.search(text):  # no quantity: read digit by digit (and never int() 5,000 digits)
+        text = _LONG_DIGIT_RUN.sub(lambda m: _digit_by_digit(m.group(), _SINO_DIGITS), text)
     out = []
     last = 0
     search = _KO_NUMBERS.search
     while (m := search(text, last)) is not None:
-        reading, end = _korean_number(m)
+        try:
+            reading, end = _korean_number(m)
+        except ValueError:  # thousands of digits in comma groups: past int()'s limit
+            reading, end = _DIGIT_RUN.sub(lambda d: _digit_by_digit(d.group(), _SINO_DIGITS), m.group()), m.end()
         out.append(text[last : m.start()])
         out.append(reading)
         if text[end : end + 1].isdigit() and not reading.endswith(" "):
@@ -671,6 +677,7 @@ _EN = re.compile(
     )
 )
 _EN_DIGIT_NAMES = "zero one two three four five six seven eight nine".split()
+_LONG_EN_DIGIT_RUN = re.compile(r"\d{16,}")
 _EN_MULTIPLIER = {"K": 10**3, "M": 10**6, "B": 10**9, "thousand": 10**3, "million": 10**6, "billion": 10**9}
 
 
@@ -699,7 +706,10 @@ def _en_clock(h: int, mi: int, ap: str | None) -> str:
 
 
 def _english_match(m: re.Match[str]) -> str:
-    spoken = _english_reading(m)
+    try:
+        spoken = _english_reading(m)
+    except (ValueError, OverflowError):  # past int()'s or num2words' limits: digit by digit
+        spoken = _DIGIT_RUN.sub(lambda d: " ".join(_EN_DIGIT_NAMES[int(c)] for c in d.group()), m.group())
     following = m.string[m.end() : m.end() + 1]
     return spoken + " " if following.isalpha() and spoken[-1:].isalpha() else spoken  # 3x: three x
 
@@ -771,6 +781,8 @@ def _english_reading(m: re.Match[str]) -> str:
 def _english(text: str) -> str:
     if not _DIGIT_RUN.search(text):
         return text
+    if _LONG_EN_DIGIT_RUN.search(text):  # no quantity: digit by digit (num2words stops at 10**306)
+        text = _LONG_EN_DIGIT_RUN.sub(lambda m: " ".join(_EN_DIGIT_NAMES[int(d)] for d in m.group()), text)
     if not _MAYBE_PROTECTED.search(text):
         return _EN.sub(_english_match, text)
     out = []
