@@ -171,3 +171,23 @@ async def test_two_dispatchers_do_not_send_the_same_row_twice(recorder: Recorder
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_a_call_its_server_never_ended_still_gets_call_ended(recorder: Recorder) -> None:
+    from hanmadi.store.models import Call
+
+    recorder.call_started(start("CA7"))
+    recorder.call_started(start("CA8"))
+    await recorder.flush()
+    async with recorder.session() as session, session.begin():  # what the store does to a dead server's calls
+        await session.execute(
+            update(Call)
+            .where(Call.call_sid == "CA7")
+            .values(ended_at=datetime.now(UTC), status="failed", end_reason="server_restart")
+        )
+    async with recorder.session() as session, session.begin():
+        assert await outbox.backfill_ended(session) == 1
+    async with recorder.session() as session, session.begin():
+        assert await outbox.backfill_ended(session) == 0  # once
+    ended = [r for r in await rows(recorder) if r.event == "call.ended"]
+    assert [(r.call_sid, r.payload["end_reason"]) for r in ended] == [("CA7", "server_restart")]

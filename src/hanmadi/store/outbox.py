@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hanmadi import metrics
 from hanmadi.signing import SIGNATURE_HEADER, sign_body
 from hanmadi.store import repository
-from hanmadi.store.models import WebhookOutboxRow
+from hanmadi.store.models import Call, WebhookOutboxRow
 from hanmadi.store.records import CallDetail, CallEnd, CallStart, TurnRecord
 
 log = logging.getLogger("hanmadi.webhooks")
@@ -137,6 +137,26 @@ async def record_events(session: AsyncSession, record: CallStart | TurnRecord | 
     await _enqueue(session, "call.ended", record.call_sid, ended_payload(detail))
 
 
+async def backfill_ended(session: AsyncSession) -> int:
+    """Queue ``call.ended`` for calls that ended without one: a call whose server died (``kill -9``, power loss) is
+    closed by the store as ``server_restart`` with no end record — its receiver still hears that it ended. Only
+    calls whose ``call.started`` went through the outbox (webhooks were on) are concerned. Returns how many."""
+    started = select(WebhookOutboxRow.call_sid).where(WebhookOutboxRow.event == "call.started")
+    ended = select(WebhookOutboxRow.call_sid).where(WebhookOutboxRow.event == "call.ended")
+    sids = (
+        await session.scalars(
+            select(Call.call_sid).where(
+                Call.ended_at.is_not(None), Call.call_sid.in_(started), Call.call_sid.not_in(ended)
+            )
+        )
+    ).all()
+    for sid in sids:
+        detail = await repository.get_call(session, sid)
+        if detail is not None:
+            await _enqueue(session, "call.ended", sid, ended_payload(detail))
+    return len(sids)
+
+
 # --- reading (the API) -----------------------------------------------------------------------------------------
 
 
@@ -213,6 +233,7 @@ class WebhookDispatcher:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 300.0,
         batch: int = 20,
+        backfill_s: float = 30.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.sessions = sessions
@@ -224,6 +245,7 @@ class WebhookDispatcher:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.batch = batch
+        self.backfill_s = backfill_s
         self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self._wake = asyncio.Event()
 
@@ -235,9 +257,17 @@ class WebhookDispatcher:
         await self._client.aclose()
 
     async def run(self) -> None:
-        """Deliver due rows forever; a database or network failure is logged and the loop goes on."""
+        """Deliver due rows forever; a database or network failure is logged and the loop goes on. Every
+        ``backfill_s`` (and first) it also queues the ``call.ended`` of calls a dead server could not end."""
+        loop = asyncio.get_running_loop()
+        next_backfill = loop.time()
         while True:
             try:
+                if loop.time() >= next_backfill:
+                    next_backfill = loop.time() + self.backfill_s
+                    async with self.sessions() as session, session.begin():
+                        if found := await backfill_ended(session):
+                            log.warning("webhooks: call.ended queued for %d call(s) a stopped server left", found)
                 sent = await self.deliver_due()
             except Exception as exc:  # the database is down: try again at the next poll
                 metrics.STORE_ERRORS.labels(op="webhook_outbox").inc()
