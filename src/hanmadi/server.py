@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
@@ -267,6 +268,44 @@ class _WsTransport:
             await self.ws.close(code=code, reason=reason)
 
 
+class _SilenceWatch:
+    """The receive timeout of one socket, cheap per message: one timer for the whole socket, rearmed only when it
+    fires early (``asyncio.timeout`` around every receive costs ~12 µs a frame, at 50 frames a second a call)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+        self._waiter: asyncio.Task[Any] | None = None
+        self._expired = False
+        self._timer = self._loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        idle = self._loop.time() - self._last
+        if idle < self.timeout_s or self._waiter is None:
+            self._timer = self._loop.call_later(max(self.timeout_s - idle, 0.05), self._check)
+            return
+        self._expired = True
+        self._waiter.cancel()
+
+    @contextlib.asynccontextmanager
+    async def receiving(self) -> AsyncIterator[None]:
+        """Around one receive: a silence of ``timeout_s`` since the last message raises ``TimeoutError``."""
+        self._waiter = asyncio.current_task()
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self._expired and self._waiter is not None and self._waiter.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._waiter = None
+            self._last = self._loop.time()
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+
 async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
     """One Media Streams socket: handshake checks, then every event to the call; bad input counted and bounded."""
     settings = state.settings
@@ -290,10 +329,11 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=_POLICY, reason=reason)
 
+    silence = _SilenceWatch(settings.receive_timeout_s)
     try:
         while True:
             try:
-                async with asyncio.timeout(settings.receive_timeout_s):
+                async with silence.receiving():
                     message = await ws.receive()
             except TimeoutError:
                 # Twilio sends a frame every 20 ms: a silent socket is a dead call
@@ -387,6 +427,7 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                 end_reason = "caller_stop"
                 break
     finally:
+        silence.stop()
         if session is not None:
             if session.end_reason == "hangup":  # nothing more specific (stop, shutdown, error) was recorded
                 session.end_reason = end_reason
