@@ -30,6 +30,7 @@ English (``lang="en"``) gets the English equivalents through ``num2words``. Othe
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
 from functools import lru_cache, partial
@@ -581,11 +582,13 @@ _PROTECTED = re.compile(
     r"|(?<![\w.])[A-Za-z][\w-]*(?:\.[A-Za-z0-9-]+)*\.(?:com|net|org|kr|io|co|ai|dev|app|me|jp|us|uk)(?![A-Za-z])(?:/[^\s가-힣]*)?"
     r"|(?<!\w)[A-Za-z0-9]*_[\w]*"
 )
-_FULL_WIDTH = str.maketrans({chr(0xFF10 + i): chr(0x30 + i) for i in range(10)} | {"％": "%", "＋": "+", "＃": "#"})
+_FULL_WIDTH = str.maketrans({"％": "%", "＋": "+", "＃": "#"})
 # Cheap test for what _PROTECTED could match (a sentence-final "요." does not).
 _MAYBE_PROTECTED = re.compile(r"://|www\.|@|_|[A-Za-z0-9-]\.[A-Za-z]")
-_HAS_FULL_WIDTH = re.compile(r"[\uff10-\uff19％＋＃]")
-_NEEDS_WORK = re.compile(r"[0-9A-Z%&+#@/~\-〜～₩$€£¥°℃℉㎞㎏㎎㎖㎜㎝㎡\uff10-\uff19]")
+_HAS_FULL_WIDTH = re.compile(r"[％＋＃]")
+# Digits of other scripts (full-width ３, Arabic-Indic ٣…) are read like ASCII ones: \d matches them all.
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+_NEEDS_WORK = re.compile(r"[\dA-Z%&+#@/~\-〜～₩$€£¥°℃℉㎞㎏㎎㎖㎜㎝㎡％＋＃]")
 _SPACES = re.compile(r" {2,}")
 
 
@@ -593,19 +596,26 @@ def _korean_plain(text: str) -> str:
     if _DIGIT_RUN.search(text):
         text = _korean_numbers(text)
     text = _KO_WORDS.sub(_korean_word, text)
+    if "  " in text:
+        text = _SPACES.sub(" ", text)
     if "/" in text or "~" in text or "〜" in text or "～" in text or "-" in text:
         text = _WEEKDAY_RANGE.sub(r"\1요일에서 \2요일", text)
         text = _KO_JOINERS.sub(_joiner, text)
-    if "  " in text:
-        text = _SPACES.sub(" ", text)
+    return text
+
+
+def _ascii_digits(text: str) -> str:
+    if _OTHER_DIGIT.search(text):
+        text = _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
+    if _HAS_FULL_WIDTH.search(text):
+        text = text.translate(_FULL_WIDTH)
     return text
 
 
 def _korean(text: str) -> str:
     if not _NEEDS_WORK.search(text):
         return text
-    if _HAS_FULL_WIDTH.search(text):
-        text = text.translate(_FULL_WIDTH)
+    text = _ascii_digits(text)
     if not _MAYBE_PROTECTED.search(text):
         return _korean_plain(text)
     out = []
@@ -781,6 +791,7 @@ def _english_reading(m: re.Match[str]) -> str:
 def _english(text: str) -> str:
     if not _DIGIT_RUN.search(text):
         return text
+    text = _ascii_digits(text)
     if _LONG_EN_DIGIT_RUN.search(text):  # no quantity: digit by digit (num2words stops at 10**306)
         text = _LONG_EN_DIGIT_RUN.sub(lambda m: " ".join(_EN_DIGIT_NAMES[int(d)] for d in m.group()), text)
     if not _MAYBE_PROTECTED.search(text):
