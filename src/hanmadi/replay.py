@@ -15,6 +15,7 @@ outage) and the database's ``calls`` table (which covers N processes sharing one
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections import OrderedDict
@@ -51,9 +52,10 @@ def hangup_twiml() -> str:
 class CallHistory:
     """The CallSids that already had a stream, here (bounded memory) or in the shared database."""
 
-    def __init__(self, recorder: Recorder | None, remember: int = 100_000) -> None:
+    def __init__(self, recorder: Recorder | None, remember: int = 100_000, lookup_timeout_s: float = 2.0) -> None:
         self.recorder = recorder
         self.remember = remember
+        self.lookup_timeout_s = lookup_timeout_s  # a call's set-up never waits longer on an unreachable database
         self._claimed: OrderedDict[str, None] = OrderedDict()
 
     def _remember(self, call_sid: str) -> None:
@@ -66,9 +68,9 @@ class CallHistory:
         if self.recorder is None or not self.recorder.running:
             return False
         try:
-            async with self.recorder.session() as session:
+            async with asyncio.timeout(self.lookup_timeout_s), self.recorder.session() as session:
                 return await repository.call_exists(session, call_sid)
-        except Exception as exc:  # the database is away: this process's own memory still answers
+        except Exception as exc:  # the database is away (or hangs): this process's own memory still answers
             log.warning("replay check for call %s could not read the database: %s", safe(call_sid, 64), exc)
             return False
 
