@@ -10,17 +10,19 @@ Korean rules, in the order they are tried at each position:
 * phone numbers (``010-1234-5678``, ``02-123-4567``, ``+82 10 1234 5678``, ``1588-1234``, ``01012345678``) and
   other hyphenated digit groups (account numbers): digit by digit, ``0`` as 공, a space between groups;
 * dates ``2024-03-15``, ``2024. 3. 15.``, ``2024/03/15``, ``3/15`` (and a weekday ``(금)`` → 금요일);
-* times ``15:30`` (오후 세 시 삼십 분), ``3:00``, ``3pm``; ratios ``3:1`` (삼 대 일);
+* times ``15:30`` (오후 세 시 삼십 분), ``3:00``, ``3pm``, ``PM 3:00``; ratios ``3:1`` (삼 대 일);
 * money ``₩15,000``, ``$20``, ``$3.50``, ``€``, ``£``, ``¥``; Korean written units ``3.5만 원``, ``1억 2천만 원``;
 * ``3·1절`` (삼일절), ``#3`` (삼 번), ``1+1`` (원 플러스 원), ranges ``3~5명`` (세 명에서 다섯 명);
 * a number and its counter: native numbers (한, 두, 세, 네, 스무…) for 1–99 before native counters (시, 시간, 명,
   개, 살, 마리, 잔, 병, 권, 대, 벌, 켤레, 그릇, 번째, 달…), Sino-Korean before the others (분, 초, 원, 년, 월, 일,
   층, 호, 호선, 인분, 점, 도, 세, %…) and for 100 and over; 6월 → 유월, 10월 → 시월; 만/억/조 grouping with no
-  일 before 만 (10,000 → 만); decimals (3.14 → 삼 점 일사); units (km, kg, g, L, ml, cm, °C…); negative
-  temperatures (-5도 → 영하 오 도);
-* numbers that are identifiers (a leading 0, five or more digits without commas, after 번호/코드): digit by digit;
+  일 before 만 (10,000 → 만); decimals (3.14 → 삼 점 일사); units (km, kg, g, L, ml, cm, °C…, 100km/h → 시속 백
+  킬로미터); negative temperatures (-5도 → 영하 오 도); B1층 → 지하 일 층;
+* numbers that are identifiers (a leading 0, five or more digits without commas, after 번호/코드/자리/계좌) and
+  numbers too long to be quantities: digit by digit; digits of other scripts (３, ٣) are read like ASCII ones;
 * uppercase acronyms with Korean letter names (KTX → 케이티엑스, R&D → 알앤디), letter-digit codes (MP3 →
-  엠피쓰리, KF94 → 케이에프구십사); symbols read aloud (&, +, #, @, ``/`` between words, ``~`` in ranges).
+  엠피쓰리, KF94 → 케이에프구십사); symbols read aloud (&, +, #, @, ``/`` between words, ``~`` in ranges,
+  weekday ranges 화~금 → 화요일에서 금요일).
 
 URLs, e-mail addresses, domain names and identifiers with ``_`` (code) are left exactly as written; so is anything
 no rule can read sensibly — nothing is dropped. The result is stable: ``speakable(speakable(t)) == speakable(t)``.
