@@ -25,12 +25,14 @@ from fastapi.websockets import WebSocketState
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
-from hanmadi import metrics
+from hanmadi import limits, metrics, replay
 from hanmadi.actions import AMD_PATH, Actions, ActionsError
+from hanmadi.admin import add_schema_routes
 from hanmadi.api import api_router
 from hanmadi.call import CallSession
 from hanmadi.config import Settings
 from hanmadi.knowledge import KnowledgeError, KnowledgeSource, knowledge_watch, source_from_settings
+from hanmadi.logs import safe
 from hanmadi.providers.base import LLM, STT, TTS
 from hanmadi.providers.registry import make_llm, make_stt, make_tts
 from hanmadi.store import repository
@@ -66,6 +68,7 @@ class AppState:
     pending: dict[str, float] = field(default_factory=dict)
     knowledge: KnowledgeSource | None = None  # HANMADI_KNOWLEDGE_FILE, reloaded while the server runs
     actions: Actions | None = None  # tools, Twilio REST, outbound calls, call webhooks
+    history: replay.CallHistory = field(default_factory=lambda: replay.CallHistory(None))  # one CallSid, one call
 
     def at_capacity(self) -> bool:
         """A call counts from its webhook to its hang-up: admitted-but-not-yet-streaming calls hold a place."""
@@ -101,10 +104,13 @@ def create_app(
     state = AppState(
         settings=settings,
         providers=providers or build_providers(settings),
-        recorder=recorder if recorder is not None else (Recorder(settings.database_url) if use_recorder else None),
+        recorder=recorder
+        if recorder is not None
+        else (Recorder(settings.database_url, journal_dir=settings.store_journal) if use_recorder else None),
         tokens=tw.StreamTokens(settings.auth_token(), settings.stream_token_ttl_s),
         knowledge=knowledge,
     )
+    state.history = replay.CallHistory(state.recorder)
     try:
         state.actions = actions = Actions(settings, state.recorder)
     except ActionsError as exc:
@@ -138,16 +144,19 @@ def create_app(
                 if state.recorder is not None:
                     await state.recorder.stop()
 
-    app = FastAPI(title="hanmadi", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="hanmadi", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hanmadi = state
+    app.add_middleware(limits.EdgeGuard, settings=settings)  # limits before any route does work
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+    add_schema_routes(app, admin_token=admin, dev=settings.dev)
     if state.recorder is not None:
         app.include_router(api_router(state.recorder, admin, actions.add_routes), prefix="/api")
     app.include_router(web_router(admin_token=admin, issue_stream_token=state.tokens.issue))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
-        return {"ok": True, "active_calls": len(state.calls), "draining": state.draining}
+        store = state.recorder.health() if state.recorder is not None else {"store": "off"}
+        return {"ok": True, "active_calls": len(state.calls), "draining": state.draining, **store}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -175,8 +184,12 @@ def _twiml(body: str) -> Response:
 async def _signed_form(state: AppState, request: Request) -> dict[str, str] | Response:
     """The form Twilio posted, once its X-Twilio-Signature checks out; else the 403 to answer."""
     settings = state.settings
-    form = await request.form()
-    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        params = await limits.webhook_params(request)  # urlencoded only: nothing parsed or spooled before the check
+    except limits.Refused as exc:
+        metrics.WEBHOOKS_REJECTED.labels(reason=exc.reason).inc()
+        log.warning("webhook refused: %s", exc.reason)
+        return PlainTextResponse(exc.reason, status_code=exc.status)
     token = settings.auth_token()
     if token:
         url = tw.webhook_url(settings.public_url or str(request.base_url).rstrip("/"), request.url.path)
@@ -186,10 +199,12 @@ async def _signed_form(state: AppState, request: Request) -> dict[str, str] | Re
         if not signature or not tw.validate_signature(token, url, params, signature):
             reason = "missing_signature" if not signature else "bad_signature"
             metrics.WEBHOOKS_REJECTED.labels(reason=reason).inc()
-            log.warning("webhook refused: %s (CallSid %s)", reason, params.get("CallSid", "?"))
+            log.warning("webhook refused: %s (CallSid %s)", reason, safe(params.get("CallSid", "?"), 64))
             return PlainTextResponse("forbidden", status_code=403)
     else:
-        log.warning("dev mode: webhook accepted without signature check (CallSid %s)", params.get("CallSid", "?"))
+        log.warning(
+            "dev mode: webhook accepted without signature check (CallSid %s)", safe(params.get("CallSid", "?"), 64)
+        )
     return params
 
 
@@ -221,6 +236,13 @@ async def answer_webhook(state: AppState, request: Request) -> Response:
     if not call_sid:
         metrics.WEBHOOKS_REJECTED.labels(reason="missing_callsid").inc()
         return PlainTextResponse("CallSid missing", status_code=400)
+    if not replay.valid_call_sid(call_sid):
+        metrics.WEBHOOKS_REJECTED.labels(reason="bad_callsid").inc()
+        log.warning("webhook refused: malformed CallSid %s", safe(call_sid, 64))
+        return PlainTextResponse("CallSid malformed", status_code=400)
+    if await state.history.seen(call_sid):  # a replayed webhook: the call already had its stream
+        replay.refused(call_sid, "webhook")
+        return _twiml(replay.hangup_twiml())
     if state.draining or (call_sid not in state.pending and state.at_capacity()):
         reason = "draining" if state.draining else "busy"
         metrics.CALLS_REJECTED.labels(reason=reason).inc()
@@ -362,7 +384,7 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                     "call %s: bad frame (%s) %s [%d/%d]",
                     session.call_sid if session else "-",
                     exc.reason,
-                    exc.detail[:80],
+                    safe(exc.detail, 80),
                     bad_frames,
                     settings.max_bad_frames,
                 )
@@ -378,12 +400,17 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                     await redeem_stream_token(state, event.custom_parameters.get("token", ""), event.call_sid)
                 except tw.TokenError as exc:
                     metrics.CALLS_REJECTED.labels(reason=f"token_{exc.reason}").inc()
-                    log.warning("media stream for call %s refused: token %s", event.call_sid, exc.reason)
+                    log.warning("media stream for call %s refused: token %s", safe(event.call_sid, 64), exc.reason)
                     await close(f"stream token {exc.reason}")
                     return
                 if event.call_sid in state.calls:
                     await close("call already streaming")
                     return
+                if not await state.history.claim(event.call_sid):  # started or ended before: never a second stream
+                    replay.refused(event.call_sid, "media stream")
+                    await close("call already handled")
+                    return
+                limits.socket_started(ws.scope)
                 outbound = state.actions.take_outbound(event.call_sid) if state.actions else None
                 session = CallSession(
                     settings=settings,
