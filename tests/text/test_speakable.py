@@ -197,13 +197,13 @@ _KOREAN_TEXTS = st.lists(_FRAGMENTS, max_size=12).map(" ".join) | st.lists(_FRAG
 _DIGIT = re.compile(r"\d")  # any script's decimal digit, ASCII or not
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(_KOREAN_TEXTS)
 def test_no_digit_reaches_the_tts_in_korean(text: str) -> None:
     assert not _DIGIT.search(speakable(text)), speakable(text)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(_KOREAN_TEXTS)
 def test_normalising_twice_changes_nothing(text: str) -> None:
     once = speakable(text)
@@ -218,7 +218,7 @@ def _hangul(text: str) -> str:
 _NUMERAL_UNITS = re.compile(r"(?<=[\d.,])\s?[천백조억만]+")
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(_KOREAN_TEXTS)
 def test_no_written_hangul_is_dropped(text: str) -> None:
     out = iter(_hangul(speakable(text)))
@@ -236,7 +236,7 @@ _ENGLISH_TEXTS = st.lists(
 ).map(" ".join)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(_ENGLISH_TEXTS)
 def test_english_is_stable_too(text: str) -> None:
     once = speakable(text, lang="en")
