@@ -1,6 +1,6 @@
 """``hanmadi bench knowledge``: retrieval and answers over a set of Korean caller paraphrases.
 
-The set (``scenarios/knowledge_paraphrases.json``) has, per entry of the example restaurant file, paraphrases a
+The set (``data/knowledge_paraphrases.json``) has, per entry of the example restaurant file, paraphrases a
 caller might say — spacing, particles, colloquial endings, fillers, STT-style errors — and the key fact a right
 reply contains; plus questions the file cannot answer. For each paraphrase: is the right entry retrieved first
 (top-1 accuracy), and does the agent's reply through the whole text path (``hanmadi ask``'s) contain the key fact
@@ -28,7 +28,7 @@ _DECLINES = ("모르", "확인할 수 없", "확인이 어렵", "알 수 없")
 
 def default_set_path() -> Path:
     """The paraphrase set shipped with hanmadi."""
-    return Path(str(resources.files("hanmadi.bench") / "scenarios" / "knowledge_paraphrases.json"))
+    return Path(str(resources.files("hanmadi.bench") / "data" / "knowledge_paraphrases.json"))
 
 
 def load_set(path: Path) -> dict[str, Any]:
