@@ -546,6 +546,7 @@ class CallSession:
         if self._with_tools() and preempt is None:
             assert self.tools is not None and isinstance(self.llm, ToolCallingLLM)
             turn.tool_turn = self.tools.turn(self.llm, self.agent.messages_for(user))
+            turn.grounding = self.agent.last_grounding if self.agent.knowledge else None
             self._start_reply(turn, turn.tool_turn.stream())  # each model round has its own stall guard
             return
         if preempt is not None:
