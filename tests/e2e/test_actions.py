@@ -78,6 +78,7 @@ def action_settings(tmp_path: Path, port: int, servers: ActionServers, **overrid
         twilio_api_base=servers.base,
         transfer_numbers=["예약팀=+8221234567"],
         admin_token=ADMIN_TOKEN,
+        greeting="네, 한마디입니다.",  # a short greeting: these tests are about what comes after it
         **overrides,
     )
 
