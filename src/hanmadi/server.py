@@ -455,13 +455,16 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
                 break
     finally:
         silence.stop()
-        if session is not None:
-            if session.end_reason == "hangup":  # nothing more specific (stop, shutdown, error) was recorded
-                session.end_reason = end_reason
-            state.calls.pop(session.call_sid, None)
-        await stack.aclose()
-        if not state.calls:
-            state.idle.set()
+        if session is not None and session.end_reason == "hangup":
+            session.end_reason = end_reason  # nothing more specific (stop, shutdown, error) was recorded
+        try:
+            await stack.aclose()  # the session's exit queues its last records
+        finally:
+            # only now is the call over: a drain or a test's settle() waiting on `idle` sees its records queued
+            if session is not None:
+                state.calls.pop(session.call_sid, None)
+            if not state.calls:
+                state.idle.set()
         if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
             # the call ended (stop, drain): say so with a close frame; uvicorn would just drop the TCP connection
             with contextlib.suppress(Exception):
