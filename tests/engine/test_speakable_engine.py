@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -100,3 +101,34 @@ async def test_a_closing_run_that_arrives_within_the_wait_is_kept() -> None:
     report = await Reply(tts, ListSink(), _config(closing_run_wait_s=5.0), Timeline()).run(run_in_two_tokens())
     assert [s.text for s in report.sentences] == ["정말요?!", "잠시만요...", "확인할게요."]
     assert tts.calls[:2] == ["정말요?!", "잠시만요..."]
+
+
+async def test_a_reply_cancelled_as_the_llm_ends_leaves_no_unretrieved_task() -> None:
+    """The LLM's end and the reply's cancel land in the same loop turn while a sentence waits for its closing run:
+    the end nobody awaits any more is read, not left as 'Task exception was never retrieved' (seen in socket fuzz)."""
+    import gc
+
+    loop = asyncio.get_running_loop()
+    unhandled: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(str(context.get("message"))))
+    ended = asyncio.Event()
+
+    async def question_then_end() -> AsyncIterator[str]:
+        yield "정말요?"
+        await ended.wait()
+
+    try:
+        reply = Reply(SimulatedTTS(latency=0.0), ListSink(), _config(closing_run_wait_s=5.0), Timeline())
+        task = asyncio.create_task(reply.run(question_then_end()))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the reply now waits for the chunk after "정말요?"
+        ended.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        del task, reply
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert unhandled == []

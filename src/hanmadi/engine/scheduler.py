@@ -333,6 +333,8 @@ class Reply:
             if not nxt.done():
                 nxt.cancel()
                 await asyncio.wait({nxt})
+            if not nxt.cancelled():
+                nxt.exception()  # read: an end or error that no one awaits (we were cancelled) is not "unretrieved"
 
     def _llm_failed(self, exc: Exception) -> None:
         reason = _reason(exc)
