@@ -16,7 +16,6 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -157,7 +156,7 @@ class Actions:
             return WebhooksOut(
                 url=self.settings.webhook_url or None,
                 counts=counts,
-                items=[DeliveryOut.model_validate(d, from_attributes=True) for d in items],
+                items=items,
             )
 
         @router.post(
@@ -198,22 +197,10 @@ class DialOut(BaseModel):
     call_sid: str
 
 
-class DeliveryOut(BaseModel):
-    delivery_id: str
-    event: str
-    call_sid: str
-    status: str
-    attempts: int
-    created_at: datetime
-    next_attempt_at: datetime
-    delivered_at: datetime | None
-    last_error: str | None
-
-
 class WebhooksOut(BaseModel):
     url: str | None
     counts: dict[str, int]
-    items: list[DeliveryOut]
+    items: list[outbox.Delivery]
 
 
 def parse_context(pairs: list[str]) -> dict[str, Any]:
