@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import importlib.util
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -115,13 +114,10 @@ def check_whisper_model(settings: Settings) -> Check:
     if settings.stt != "local":
         return Check("whisper model", "skip", f"HANMADI_STT={settings.stt}")
     try:
-        from hanmadi.providers.local import whisper_stt
+        from hanmadi.providers.local.whisper_stt import whisper_model_status
     except ImportError as exc:
         return Check("whisper model", "fail", f"cannot import the Whisper STT: {exc}", "install the lock: `make setup`")
-    status: Callable[[Path], tuple[bool, str]] | None = getattr(whisper_stt, "whisper_model_status", None)
-    if status is None:
-        return Check("whisper model", "fail", "this build has no Whisper model check", "reinstall hanmadi")
-    ok, detail = status(settings.model_cache_dir)
+    ok, detail = whisper_model_status(settings.model_cache_dir)
     return (
         _ok("whisper model", detail) if ok else Check("whisper model", "fail", detail, "`rm -rf .venv && make setup`")
     )
