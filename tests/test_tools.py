@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from actions_support import WEBHOOK_SECRET, ActionServers, ToolBehaviour, action_servers
+from actions_support import WEBHOOK_SECRET, ActionServers, ToolBehaviour
 from hanmadi import metrics
 from hanmadi.engine.timeline import Timeline
 from hanmadi.providers.base import Message, ToolCall
@@ -30,12 +30,6 @@ from hanmadi.tools import (
 
 FILLER = "잠시만요, 확인해 보겠습니다."
 ANSWER = "네, 내일 저녁 7시에 두 분 자리 있습니다."
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[ActionServers]:
-    with action_servers() as s:
-        yield s
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
 
-from actions_support import WEBHOOK_SECRET, ActionServers, action_servers
+from actions_support import WEBHOOK_SECRET, ActionServers
 from hanmadi import metrics
 from hanmadi.signing import verify_body
 from hanmadi.store import outbox
@@ -18,12 +18,6 @@ from hanmadi.store.writer import Recorder
 from store.conftest import end, start, turn
 
 TOOL = {"id": "c1", "name": "book_table", "arguments": {"people": 2}, "status": "ok", "duration_s": 0.4}
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[ActionServers]:
-    with action_servers() as s:
-        yield s
 
 
 @pytest.fixture(autouse=True)

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 
 import pytest
 
-from actions_support import ACCOUNT_SID, TWILIO_TOKEN, ActionServers, action_servers
+from actions_support import ACCOUNT_SID, TWILIO_TOKEN, ActionServers
 from hanmadi import metrics
 from hanmadi.telephony.rest import TwilioRest, TwilioRestError, transfer_twiml
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[ActionServers]:
-    with action_servers() as s:
-        yield s
 
 
 @pytest.fixture(autouse=True)
