@@ -18,6 +18,7 @@ from hanmadi.call import CallSession
 from hanmadi.config import Settings
 from hanmadi.providers.base import LLM, STT, TTS, Message
 from hanmadi.providers.simulated import ScriptedLLM, SimulatedSTT, SimulatedSTTStream, SimulatedTTS
+from hanmadi.store.records import CallEnd, CallStart, TurnRecord
 from hanmadi.store.writer import Recorder
 from hanmadi.telephony import audio
 from hanmadi.telephony import twilio as tw
@@ -47,6 +48,24 @@ def call_settings(**overrides: object) -> Settings:
 
 def start_event(call_sid: str = "CAtest") -> tw.Start:
     return tw.Start(STREAM_SID, call_sid, "ACtest", {}, tw.MediaFormat("audio/x-mulaw", 8000, 1), ("inbound",))
+
+
+class ListRecorder:
+    """The Recorder's three calls, kept in a list (the store is tested on its own)."""
+
+    def __init__(self) -> None:
+        self.starts: list[CallStart] = []
+        self.turns: list[TurnRecord] = []
+        self.ends: list[CallEnd] = []
+
+    def call_started(self, start: CallStart) -> None:
+        self.starts.append(start)
+
+    def turn_finished(self, turn: TurnRecord) -> None:
+        self.turns.append(turn)
+
+    def call_ended(self, end: CallEnd) -> None:
+        self.ends.append(end)
 
 
 class FakeClock:

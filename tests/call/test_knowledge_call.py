@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from call_harness import AnswersLLM, CallHarness
+from call_harness import AnswersLLM, CallHarness, ListRecorder
 
 from hanmadi.agent import grounding_config
 from hanmadi.knowledge import KnowledgeSource, example_knowledge_path
 from hanmadi.providers.simulated import SimulatedSTT
-from hanmadi.store.records import CallEnd, CallStart, TurnRecord
-
-
-class Records:
-    """Stands in for the store's Recorder: keeps what the call recorded."""
-
-    def __init__(self) -> None:
-        self.turns: list[TurnRecord] = []
-
-    def call_started(self, start: CallStart) -> None:
-        pass
-
-    def turn_finished(self, turn: TurnRecord) -> None:
-        self.turns.append(turn)
-
-    def call_ended(self, end: CallEnd) -> None:
-        pass
 
 
 class BaseModel(AnswersLLM):
@@ -31,7 +14,7 @@ class BaseModel(AnswersLLM):
 
 
 async def test_the_turn_record_keeps_the_entries_that_grounded_the_answer() -> None:
-    records = Records()
+    records = ListRecorder()
     llm = BaseModel("감사합니다. 좋은 하루 보내세요.")
     stt = SimulatedSTT(["주차 가능한가요", "셔틀버스 운행하나요", "네 감사합니다"])
     async with CallHarness(stt=stt, llm=llm, recorder=records) as h:  # type: ignore[arg-type]

@@ -4,33 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from call_harness import AnswersLLM, CallHarness
+from call_harness import AnswersLLM, CallHarness, ListRecorder
 
 from hanmadi.providers.simulated import SimulatedSTT, SimulatedTTS
-from hanmadi.store.records import CallEnd, CallStart, TurnRecord
 
 ANSWER = "네, 내일 3시에 4명으로 예약해 드렸어요. 총 12,500원입니다."
 SPOKEN = ["네, 내일 세 시에 네 명으로 예약해 드렸어요.", "총 만 이천오백 원입니다."]
 
 
-class Records:
-    """Stands in for the store's Recorder: keeps what the call recorded."""
-
-    def __init__(self) -> None:
-        self.turns: list[TurnRecord] = []
-
-    def call_started(self, start: CallStart) -> None:
-        pass
-
-    def turn_finished(self, turn: TurnRecord) -> None:
-        self.turns.append(turn)
-
-    def call_ended(self, end: CallEnd) -> None:
-        pass
-
-
-async def _one_turn(speakable: bool = True) -> tuple[Records, SimulatedTTS, CallHarness]:
-    records = Records()
+async def _one_turn(speakable: bool = True) -> tuple[ListRecorder, SimulatedTTS, CallHarness]:
+    records = ListRecorder()
     tts = SimulatedTTS(latency=0.0)
     stt = SimulatedSTT(["내일 세 시에 네 명 예약할게요"])
     llm = AnswersLLM(ANSWER)

@@ -5,32 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from call_harness import AnswersLLM, CallHarness, until
+from call_harness import AnswersLLM, CallHarness, ListRecorder, until
 
 from hanmadi.providers.base import Message, ProviderError
 from hanmadi.providers.simulated import SimulatedSTT, SimulatedTTS
-from hanmadi.store.records import CallEnd, CallStart, TurnRecord
 from hanmadi.telephony import twilio as tw
 
 LONG = "네, 안내해 드리겠습니다. " + "오늘 안내해 드릴 내용이 아주 많습니다. " * 4
-
-
-class ListRecorder:
-    """The Recorder's three calls, kept in a list (the store is tested on its own)."""
-
-    def __init__(self) -> None:
-        self.starts: list[CallStart] = []
-        self.turns: list[TurnRecord] = []
-        self.ends: list[CallEnd] = []
-
-    def call_started(self, start: CallStart) -> None:
-        self.starts.append(start)
-
-    def turn_finished(self, turn: TurnRecord) -> None:
-        self.turns.append(turn)
-
-    def call_ended(self, end: CallEnd) -> None:
-        self.ends.append(end)
 
 
 async def test_dtmf_pressed_before_a_turn_is_recorded_with_it() -> None:
