@@ -72,7 +72,17 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor = dbapi_connection.cursor()
     # busy_timeout first: switching to WAL needs a lock another process may hold.
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA journal_mode")
+    row = cursor.fetchone()
+    if row is None or str(row[0]).lower() != "wal":  # WAL is kept in the file: usually set once, by its creator
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception as exc:
+            # Switching needs the file to itself and SQLite answers "locked" at once (no busy wait) while another
+            # connection — a second process migrating the new file — holds it: that connection or the next one
+            # switches; this one works in the file's current mode.
+            if "locked" not in str(exc):
+                raise
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
