@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hanmadi.bench import percentile
 from hanmadi.config import Settings
 from hanmadi.demo import offline_call
 from hanmadi.store.records import TurnDetail
@@ -28,15 +29,6 @@ LINES = [
     "몇 시까지 영업하세요?",
     "네, 감사합니다.",
 ]
-
-
-def _percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 1)
 
 
 def breakdown(turn: TurnDetail) -> dict[str, float] | None:
@@ -78,7 +70,7 @@ async def run_e2e(settings: Settings, *, turns: int, console: Console) -> dict[s
     return {
         "turns": turns,
         "answered_turns": len(measured),
-        "voice_to_voice_ms": {"p50": _percentile(measured, 50), "p95": _percentile(measured, 95)},
+        "voice_to_voice_ms": {"p50": percentile(measured, 50), "p95": percentile(measured, 95)},
         "breakdown_ms": {key: round(statistics.median(values), 1) for key, values in parts.items()},
         "providers": {"stt": settings.stt, "llm": settings.llm, "tts": settings.tts},
         "preemptive_generation": settings.preemptive_generation,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from hanmadi.bench import percentile
 from hanmadi.providers.base import STT
 from hanmadi.telephony import audio
 
@@ -152,15 +153,6 @@ def _wav_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix.lower() == ".wav") if directory.is_dir() else []
 
 
-def _percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 1)
-
-
 async def run_stt_bench(
     stt: STT, audio_dir: Path, refs_path: Path, *, phone: bool = False, pause_ms: int = 250
 ) -> dict[str, Any]:
@@ -196,7 +188,7 @@ async def run_stt_bench(
         "provider": stt.name,
         "files": len(results),
         "cer": round(sum(r.edits for r in results) / ref_chars, 3) if ref_chars else None,
-        "final_latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95)},
+        "final_latency_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)},
         "per_file": [{"file": r.file, "cer": r.cer, "text": r.text} for r in results],
         "phone": phone,
         "loop_lag_ms": lag.summary(),
