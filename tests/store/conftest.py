@@ -7,6 +7,7 @@ PostgreSQL half skips when the variable is unset; in CI (``CI`` set) it must run
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -52,11 +53,25 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        conn = await _admin(url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await _drop(url, name)
+
+
+async def _drop(url: URL, name: str) -> None:
+    """Drop a test database. FORCE cannot end a backend still authenticating (its role is not known yet, so
+    PostgreSQL refuses: "must be a member of the role whose process is being terminated"), as a store test's
+    reconnecting writer can leave behind; such a backend is gone a moment later, so try again."""
+    conn = await _admin(url)
+    try:
+        for attempt in range(50):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.exceptions.InsufficientPrivilegeError:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
