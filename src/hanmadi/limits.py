@@ -21,16 +21,20 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import parse_qsl
 
 import uvicorn
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from hanmadi import metrics
 from hanmadi.config import Settings
 from hanmadi.logs import safe
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
 
 log = logging.getLogger("hanmadi.limits")
 
@@ -336,15 +340,47 @@ def _header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol] | None
     return HeaderDeadlineProtocol
 
 
+class WatermarkWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, its read flow control by watermarks.
+
+    uvicorn pauses the socket after every message and resumes it on every ``receive``: two ``epoll_ctl`` calls a
+    20 ms Twilio frame, the largest single cost of a media socket under load. Here reading pauses only once
+    ``high`` messages wait unread and resumes when ``receive`` brings the queue down to ``low``, so a peer that
+    outruns the call still holds at most ``high`` messages (each within ``ws_max_size``) plus one read.
+    """
+
+    high: ClassVar[int] = 16
+    low: ClassVar[int] = 4
+
+    def send_receive_event_to_app(self) -> None:
+        paused = self.read_paused
+        self.read_paused = True  # uvicorn pauses after each message unless it believes reading is paused already
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.read_paused = paused
+        if not paused and self.queue.qsize() >= self.high and not self.transport.is_closing():
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        message = await self.queue.get()
+        if self.read_paused and self.queue.qsize() <= self.low:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
+
+
 def uvicorn_config(app: ASGIApp, settings: Settings, *, host: str, port: int, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration with hanmadi's limits: every place that runs the app builds it here.
 
     ``ws_max_size`` = ``max_message_bytes`` (enforced by the WebSocket parser before a frame is buffered),
-    the WebSocket implementation whose limits are tested (``websockets-sansio``), the header deadline protocol.
+    the WebSocket implementation whose limits are tested (``websockets-sansio``, with watermark flow control:
+    ``WatermarkWebSocketProtocol``), the header deadline protocol.
     ``options`` go to ``uvicorn.Config`` as they are (``log_level``, ``lifespan``, ``backlog``, ``log_config``…).
     """
     values: dict[str, Any] = {
-        "ws": "websockets-sansio",
+        "ws": WatermarkWebSocketProtocol,
         "ws_max_size": settings.max_message_bytes,
         "h11_max_incomplete_event_size": 16 * 1024,
         "timeout_keep_alive": 5,

@@ -351,3 +351,59 @@ async def test_a_malformed_callsid_is_refused_even_when_signed(server: tuple[str
     url, _ = server
     response = await signed_webhook(url, call_sid)
     assert response.status_code == 400
+
+
+# --- flow control of the media socket ----------------------------------------------------------------------------
+
+
+class _Transport:
+    """What the WebSocket protocol asks of its transport here: pause and resume reading."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_the_media_socket_pauses_reading_only_past_its_high_watermark_and_resumes_at_the_low_one(
+    tmp_path: Path,
+) -> None:
+    from uvicorn.server import ServerState
+
+    from hanmadi.limits import WatermarkWebSocketProtocol, uvicorn_config
+    from hanmadi.server import create_app
+
+    settings = secure_settings(tmp_path, free_port())
+    config = uvicorn_config(create_app(settings, use_recorder=False), settings, host="127.0.0.1", port=0)
+    config.load()
+    assert config.ws_protocol_class is WatermarkWebSocketProtocol  # every server of hanmadi reads this way
+    protocol = WatermarkWebSocketProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = _Transport()
+    protocol.transport = transport  # type: ignore[assignment]
+    high, low = WatermarkWebSocketProtocol.high, WatermarkWebSocketProtocol.low
+
+    def arrive(n: int) -> None:
+        for i in range(n):
+            protocol.curr_msg_data_type = "text"
+            protocol.frames = [f"frame {i}".encode()]
+            protocol.send_receive_event_to_app()
+
+    arrive(high - 1)  # a call reading behind by less than the high watermark: the socket is never paused
+    assert transport.calls == []
+    for i in range(high - 1):
+        assert (await protocol.receive())["text"] == f"frame {i}"
+    assert transport.calls == []
+
+    arrive(high)  # a peer outrunning the call: paused once, at the high watermark
+    assert transport.calls == ["pause"]
+    received = [await protocol.receive() for _ in range(high - low)]  # resumed once, at the low watermark
+    assert transport.calls == ["pause", "resume"]
+    assert [m["text"] for m in received] == [f"frame {i}" for i in range(high - low)]  # in order, none lost
+    assert protocol.queue.qsize() == low
