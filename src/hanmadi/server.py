@@ -24,6 +24,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi.websockets import WebSocketState
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import Message
 
 from hanmadi import limits, metrics, replay
 from hanmadi.actions import AMD_PATH, Actions, ActionsError
@@ -310,12 +311,11 @@ class _SilenceWatch:
         self._expired = True
         self._waiter.cancel()
 
-    @contextlib.asynccontextmanager
-    async def receiving(self) -> AsyncIterator[None]:
-        """Around one receive: a silence of ``timeout_s`` since the last message raises ``TimeoutError``."""
+    async def receive(self, ws: WebSocket) -> Message:
+        """One receive: a silence of ``timeout_s`` since the last message raises ``TimeoutError``."""
         self._waiter = asyncio.current_task()
         try:
-            yield
+            return await ws.receive()
         except asyncio.CancelledError:
             if self._expired and self._waiter is not None and self._waiter.uncancel() == 0:
                 raise TimeoutError from None
@@ -355,8 +355,7 @@ async def serve_media_stream(state: AppState, ws: WebSocket) -> None:
     try:
         while True:
             try:
-                async with silence.receiving():
-                    message = await ws.receive()
+                message = await silence.receive(ws)
             except TimeoutError:
                 # Twilio sends a frame every 20 ms: a silent socket is a dead call
                 end_reason = "receive_timeout"
