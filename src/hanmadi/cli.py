@@ -90,7 +90,7 @@ def serve(
     config = uvicorn_config(
         application, settings, host=settings.host, port=settings.port, log_level=log_level.lower(), log_config=None
     )
-    DrainingServer(config, application.state.hanmadi).run()
+    DrainingServer(config, application.state.hanmadi, freeze_heap=True).run()
 
 
 @app.command()

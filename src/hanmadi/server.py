@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -486,11 +487,24 @@ class DrainingServer(uvicorn.Server):
     """uvicorn, but SIGTERM first drains: webhooks answer busy while active calls finish (``drain_timeout_s``).
 
     Plain uvicorn closes every WebSocket at shutdown, which would cut live calls mid-sentence.
+
+    With ``freeze_heap`` (a process that only serves: ``hanmadi serve``, the load server), everything alive once the
+    server has started — modules, models, the app — is moved out of the garbage collector's sight
+    (``gc.freeze``): a full collection then walks only what calls allocate, not the whole heap (158 ms pauses
+    under ``hanmadi load`` before, every call in the process waiting).
     """
 
-    def __init__(self, config: uvicorn.Config, state: AppState) -> None:
+    def __init__(self, config: uvicorn.Config, state: AppState, *, freeze_heap: bool = False) -> None:
         super().__init__(config)
         self.hanmadi_state = state
+        self.freeze_heap = freeze_heap
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.freeze_heap and not self.should_exit:
+            gc.collect()
+            gc.freeze()
+            log.info("startup heap frozen: %d objects out of the collector's sight", gc.get_freeze_count())
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain(self.hanmadi_state, self.hanmadi_state.settings.drain_timeout_s)

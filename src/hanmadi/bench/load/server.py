@@ -60,7 +60,7 @@ def serve(port: int, *, auth_token: str, max_calls: int, log_file: str | None, d
     config = uvicorn_config(
         app, settings, host="127.0.0.1", port=port, log_level="warning", lifespan="on", backlog=4096
     )
-    server = DrainingServer(config, app.state.hanmadi)
+    server = DrainingServer(config, app.state.hanmadi, freeze_heap=True)
 
     async def main() -> None:
         stop = asyncio.Event()
