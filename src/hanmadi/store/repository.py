@@ -13,11 +13,27 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, and_, delete, event, exists, func, insert, or_, select, text, true, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
@@ -160,11 +176,38 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-async def _call_id(session: AsyncSession, call_sid: str) -> int:
-    call_id = await session.scalar(select(Call.id).where(Call.call_sid == call_sid))
-    if call_id is None:
-        raise UnknownCallError(call_sid)
-    return call_id
+# The writes of every call and turn, built once: a statement built per record (``.values(**row)``) spends more
+# CPU coercing its values than the database spends storing them. Parameters are bound at execution.
+_CALLS: Final = cast(Table, Call.__table__)
+_TURNS: Final = cast(Table, Turn.__table__)
+_EVENTS: Final = cast(Table, TurnEventRow.__table__)
+# ON CONFLICT is spelled alike by SQLite and PostgreSQL, but each dialect builds its own insert
+_INSERT_CALL: Final = {
+    "sqlite": sqlite.insert(_CALLS).on_conflict_do_nothing(index_elements=["call_sid"]).returning(_CALLS.c.id),
+    "postgresql": postgresql.insert(_CALLS).on_conflict_do_nothing(index_elements=["call_sid"]).returning(_CALLS.c.id),
+}
+_TURN_KEY: Final = ["call_id", "index"]
+_INSERT_TURN: Final = {
+    "sqlite": sqlite.insert(_TURNS).on_conflict_do_nothing(index_elements=_TURN_KEY).returning(_TURNS.c.id),
+    "postgresql": postgresql.insert(_TURNS).on_conflict_do_nothing(index_elements=_TURN_KEY).returning(_TURNS.c.id),
+}
+_COUNT_TURN: Final = (
+    update(_CALLS)
+    .where(_CALLS.c.call_sid == bindparam("b_call_sid"))
+    .values(turn_count=_CALLS.c.turn_count + 1)
+    .returning(_CALLS.c.id)
+)
+_REPLACE_TURN: Final = (
+    update(_TURNS)
+    .where(_TURNS.c.call_id == bindparam("b_call_id"), _TURNS.c.index == bindparam("b_index"))
+    .returning(_TURNS.c.id)
+)
+_END_CALL: Final = update(_CALLS).where(_CALLS.c.call_sid == bindparam("b_call_sid")).returning(_CALLS.c.id)
+_INSERT_EVENTS: Final = insert(_EVENTS)
+
+
+def _dialect(session: AsyncSession) -> str:
+    return "postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"
 
 
 async def insert_call(session: AsyncSession, start: CallStart, *, instance_id: str | None = None) -> None:
@@ -172,27 +215,25 @@ async def insert_call(session: AsyncSession, start: CallStart, *, instance_id: s
 
     Inserting the same start again (same stream) is a no-op, so a replayed journal is harmless; a start for a
     CallSid another stream already recorded raises ``CallConflictError``: a call's record is never taken over.
+    One statement when the call is new (each statement is a round trip to the database's thread or server).
     """
-    owner = await session.scalar(select(Call.stream_sid).where(Call.call_sid == start.call_sid))
-    if owner is not None:
-        if owner != start.stream_sid:
-            raise CallConflictError(start.call_sid)
+    row = {
+        "call_sid": start.call_sid,
+        "stream_sid": start.stream_sid,
+        "from_masked": mask_number(start.from_number),
+        "to_masked": mask_number(start.to_number),
+        "started_at": start.started_at,
+        "status": "active",
+        "providers": _jsonable(dict(start.providers)),
+        "turn_count": 0,
+        "instance_id": instance_id,
+        "direction": start.direction,
+    }
+    if await session.scalar(_INSERT_CALL[_dialect(session)], row) is not None:
         return
-    session.add(
-        Call(
-            call_sid=start.call_sid,
-            stream_sid=start.stream_sid,
-            from_masked=mask_number(start.from_number),
-            to_masked=mask_number(start.to_number),
-            started_at=start.started_at,
-            status="active",
-            providers=_jsonable(dict(start.providers)),
-            turn_count=0,
-            instance_id=instance_id,
-            direction=start.direction,
-        )
-    )
-    await session.flush()
+    owner = await session.scalar(select(Call.stream_sid).where(Call.call_sid == start.call_sid))
+    if owner != start.stream_sid:
+        raise CallConflictError(start.call_sid)
 
 
 def _event_rows(turn_id: int, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -216,8 +257,14 @@ def _event_rows(turn_id: int, events: Iterable[dict[str, Any]]) -> list[dict[str
 
 
 async def upsert_turn(session: AsyncSession, turn: TurnRecord) -> None:
-    """Insert a turn with its events, or replace them when (call, index) is already stored."""
-    call_id = await _call_id(session, turn.call_sid)
+    """Insert a turn with its events, or replace them when (call, index) is already stored.
+
+    A new turn is three statements: count it on its call (which proves the call is stored), insert it, insert its
+    events. A turn stored before (a replayed journal) is replaced and the count recomputed.
+    """
+    call_id = await session.scalar(_COUNT_TURN, {"b_call_sid": turn.call_sid})
+    if call_id is None:
+        raise UnknownCallError(turn.call_sid)
     values: dict[str, Any] = {
         "started_at": turn.started_at,
         "ended_at": turn.ended_at,
@@ -232,26 +279,21 @@ async def upsert_turn(session: AsyncSession, turn: TurnRecord) -> None:
         "metrics": _jsonable(turn.metrics),
         "tool_calls": _jsonable(turn.tool_calls) if turn.tool_calls else None,
     }
-    turn_id = await session.scalar(select(Turn.id).where(Turn.call_id == call_id, Turn.index == turn.index))
-    if turn_id is None:
-        row = Turn(call_id=call_id, index=turn.index, **values)
-        session.add(row)
-        await session.flush()
-        turn_id = row.id
-    else:
-        await session.execute(update(Turn).where(Turn.id == turn_id).values(**values))
+    turn_id = await session.scalar(_INSERT_TURN[_dialect(session)], {"call_id": call_id, "index": turn.index, **values})
+    if turn_id is None:  # stored before: replace it and its events, and count the call's turns again
+        turn_id = await session.scalar(_REPLACE_TURN, {"b_call_id": call_id, "b_index": turn.index, **values})
         await session.execute(delete(TurnEventRow).where(TurnEventRow.turn_id == turn_id))
+        turns = select(func.count()).where(Turn.call_id == call_id).scalar_subquery()
+        await session.execute(update(Call).where(Call.id == call_id).values(turn_count=turns))
     rows = _event_rows(turn_id, turn.events)
     if rows:
-        await session.execute(insert(TurnEventRow), rows)
-    turns = select(func.count()).where(Turn.call_id == call_id).scalar_subquery()
-    await session.execute(update(Call).where(Call.id == call_id).values(turn_count=turns))
+        await session.execute(_INSERT_EVENTS, rows)
 
 
 async def finish_call(session: AsyncSession, end: CallEnd) -> None:
     """Record a call's end: status, reason, end time, recording (if any)."""
-    call_id = await _call_id(session, end.call_sid)
     values: dict[str, Any] = {
+        "b_call_sid": end.call_sid,
         "ended_at": end.ended_at,
         "status": end.status,
         "end_reason": end.end_reason[:32],
@@ -262,7 +304,8 @@ async def finish_call(session: AsyncSession, end: CallEnd) -> None:
         values["transfer_to"] = mask_number(end.transfer_to)
     if end.answered_by is not None:
         values["answered_by"] = end.answered_by[:32]
-    await session.execute(update(Call).where(Call.id == call_id).values(**values))
+    if await session.scalar(_END_CALL, values) is None:
+        raise UnknownCallError(end.call_sid)
 
 
 async def delete_call(session: AsyncSession, call_sid: str) -> CallSummary | None:
