@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import itertools
 import json
 import secrets
+import ssl
 import time
 import wave
 import xml.etree.ElementTree as ET
@@ -512,6 +514,13 @@ class _Session:
 # --- placing the call ---------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context per process: httpx builds one per client otherwise, loading the CA bundle each time
+    (~30 ms of CPU a call: with 200 calls starting, a third of a core for the load generator)."""
+    return httpx.create_ssl_context()
+
+
 async def _answer_webhook(config: CallerConfig, result: CallResult) -> tuple[str | None, dict[str, str]]:
     """POST the voice webhook like Twilio; return the ``<Stream>`` URL (None if declined) and parameters."""
     parts = urlsplit(config.url)
@@ -530,7 +539,7 @@ async def _answer_webhook(config: CallerConfig, result: CallResult) -> tuple[str
         "ToCountry": "KR",
     }
     headers = {SIGNATURE_HEADER: compute_signature(config.auth_token, url, form)} if config.auth_token else {}
-    async with httpx.AsyncClient(timeout=config.answer_timeout_s) as client:
+    async with httpx.AsyncClient(timeout=config.answer_timeout_s, verify=_tls_context()) as client:
         response = await client.post(url, data=form, headers=headers)
     if response.status_code != 200:
         raise CallerError(f"webhook {url} answered HTTP {response.status_code}")
