@@ -51,3 +51,4 @@ async def test_three_calls_complete_in_order_without_errors() -> None:
     assert report["recorder"] is True
     assert report["recorded_calls"] == 4  # the baseline call and the three, every one stored
     assert report["generator_workers"] == 2
+    assert report["server_event_loop"] == "uvloop"  # the loop hanmadi serve runs on (uvicorn's auto choice)

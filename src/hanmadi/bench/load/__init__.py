@@ -247,7 +247,7 @@ async def run_load(
         load = _aggregate(await _run_workers(url, auth_token, delays, duration_s, workers))
         cpu1, t1 = (sampler.cpu_s() if sampler else 0.0), time.monotonic()
         server_view = server_means(scraped, await scrape(url))
-        stats: dict[str, list[float]] = {"loop_lag_ms": [], "at": []}
+        stats: dict[str, Any] = {"loop_lag_ms": [], "at": [], "loop": None}
         if server is not None:
             async with httpx.AsyncClient(timeout=10.0) as client:
                 stats = (await client.get(f"{url}/load/loop-lag")).json()
@@ -301,6 +301,7 @@ async def run_load(
         "recorder": record if server is not None else None,
         "recorded_calls": recorded,
         "server": "external" if server is None else "subprocess, simulated seed-profile providers",
+        "server_event_loop": stats.get("loop"),
     }
 
 

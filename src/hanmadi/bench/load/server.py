@@ -23,7 +23,8 @@ def serve(port: int, *, auth_token: str, max_calls: int, log_file: str | None, d
 
     With ``database_url`` every call is recorded there (the recorder on, as in production); without, nothing is.
 
-    ``GET /load/loop-lag`` answers its event loop's lag so far: a 10 ms timer's lateness (ms) and when (monotonic).
+    ``GET /load/loop-lag`` answers its event loop's lag so far: a 10 ms timer's lateness (ms) and when (monotonic),
+    and which event loop it is (``uvloop`` or ``asyncio``: the one ``hanmadi serve`` would run).
     """
     import logging
 
@@ -54,8 +55,8 @@ def serve(port: int, *, auth_token: str, max_calls: int, log_file: str | None, d
     at: list[float] = []
 
     @app.get("/load/loop-lag")
-    async def loop_lag() -> dict[str, list[float]]:
-        return {"loop_lag_ms": lags, "at": at}
+    async def loop_lag() -> dict[str, object]:
+        return {"loop_lag_ms": lags, "at": at, "loop": type(asyncio.get_running_loop()).__module__.split(".")[0]}
 
     config = uvicorn_config(
         app, settings, host="127.0.0.1", port=port, log_level="warning", lifespan="on", backlog=4096
@@ -71,4 +72,6 @@ def serve(port: int, *, auth_token: str, max_calls: int, log_file: str | None, d
             stop.set()
             await monitor
 
-    asyncio.run(main())
+    # the event loop ``hanmadi serve`` runs on (uvicorn's choice: uvloop where installed), not asyncio's default
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main())
