@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hanmadi.bench.load import order_violations, percentiles, run_load
+from hanmadi.bench.load.sampler import machine_share
 
 pytestmark = pytest.mark.e2e
 
@@ -52,3 +53,14 @@ async def test_three_calls_complete_in_order_without_errors() -> None:
     assert report["recorded_calls"] == 4  # the baseline call and the three, every one stored
     assert report["generator_workers"] == 2
     assert report["server_event_loop"] == "uvloop"  # the loop hanmadi serve runs on (uvicorn's auto choice)
+    machine = report["machine_cpu"]  # what the whole machine did meanwhile: shares of all its cores
+    assert set(machine) == {"busy_pct", "idle_pct", "steal_pct"}
+    assert machine["busy_pct"] > 0 and sum(machine.values()) == pytest.approx(100, abs=0.2)
+
+
+def test_machine_share_splits_the_cores_time_into_busy_idle_and_stolen() -> None:
+    # user nice system idle iowait irq softirq steal, in ticks
+    before = [100, 0, 50, 1000, 0, 0, 0, 10]
+    after = [400, 0, 150, 1400, 100, 0, 0, 110]  # +300 user +100 system +400 idle +100 iowait +100 steal
+    assert machine_share(before, after) == {"busy_pct": 40.0, "idle_pct": 50.0, "steal_pct": 10.0}
+    assert machine_share(None, after) is None and machine_share(after, after) is None

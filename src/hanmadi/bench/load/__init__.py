@@ -42,7 +42,7 @@ import httpx
 import numpy as np
 
 from hanmadi.bench.load.generator import CALL_SLACK_S, caller_voice, run_worker, summarize_call
-from hanmadi.bench.load.sampler import ProcSampler, scrape, server_means
+from hanmadi.bench.load.sampler import ProcSampler, machine_share, machine_ticks, scrape, server_means
 from hanmadi.bench.load.server import load_providers, serve
 
 __all__ = [
@@ -242,10 +242,10 @@ async def run_load(
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler.sample(stop)) if sampler else None
         scraped = await scrape(url)
-        cpu0, t0 = (sampler.cpu_s() if sampler else 0.0), time.monotonic()
+        cpu0, t0, machine0 = (sampler.cpu_s() if sampler else 0.0), time.monotonic(), machine_ticks()
         delays = [ramp_s * i / calls for i in range(calls)]
         load = _aggregate(await _run_workers(url, auth_token, delays, duration_s, workers))
-        cpu1, t1 = (sampler.cpu_s() if sampler else 0.0), time.monotonic()
+        cpu1, t1, machine1 = (sampler.cpu_s() if sampler else 0.0), time.monotonic(), machine_ticks()
         server_view = server_means(scraped, await scrape(url))
         stats: dict[str, Any] = {"loop_lag_ms": [], "at": [], "loop": None}
         if server is not None:
@@ -302,6 +302,7 @@ async def run_load(
         "recorded_calls": recorded,
         "server": "external" if server is None else "subprocess, simulated seed-profile providers",
         "server_event_loop": stats.get("loop"),
+        "machine_cpu": machine_share(machine0, machine1),
     }
 
 

@@ -77,3 +77,30 @@ def server_means(before: dict[str, float], after: dict[str, float]) -> dict[str,
         key = metric.removeprefix("hanmadi_").removesuffix("_seconds") + "_mean_ms"
         means[key] = round(total / n * 1000, 1) if n else None
     return means
+
+
+def machine_ticks() -> list[int] | None:
+    """The machine's CPU time so far from ``/proc/stat`` (user … steal, in clock ticks), or None off Linux."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    return [int(x) for x in first[1:9]] if first and first[0] == "cpu" else None
+
+
+def machine_share(before: list[int] | None, after: list[int] | None) -> dict[str, float] | None:
+    """What the whole machine did between two ``machine_ticks`` (% of all its cores): busy, idle, stolen.
+
+    A run whose server and generators used less than the machine had, yet lagged, ran short of CPU for another
+    reason — ``steal_pct`` is the hypervisor giving this virtual machine's cores to others."""
+    if before is None or after is None:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (b - a for a, b in zip(before, after, strict=True))
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    if total <= 0:
+        return None
+    return {
+        "busy_pct": round((user + nice + system + irq + softirq) / total * 100, 1),
+        "idle_pct": round((idle + iowait) / total * 100, 1),
+        "steal_pct": round(steal / total * 100, 1),
+    }
