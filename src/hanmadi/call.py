@@ -745,6 +745,8 @@ class CallSession:
         task = self._tg.create_task(self._guarded(coro, what), name=f"{what}:{self.call_sid}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # a task cancelled before its first step never started ``coro``: close it (a no-op once it has run)
+        task.add_done_callback(lambda _: coro.close())
         return task
 
     async def _guarded(self, coro: Coroutine[Any, Any, None], what: str) -> None:

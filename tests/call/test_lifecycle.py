@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import warnings
 
 import pytest
 from call_harness import CallHarness, until
@@ -69,3 +71,12 @@ async def test_a_call_at_its_length_limit_says_goodbye_then_hangs_up() -> None:
     goodbye = h.call.turns[-1]
     assert goodbye.report is not None and goodbye.report.spoken_text == "통화 시간이 다 되었습니다."
     assert h.transport.kinds()[-1] == f"mark:t{goodbye.index}s0"  # the goodbye went out whole before the hang-up
+
+
+async def test_a_call_left_before_its_tasks_took_a_step_leaves_no_coroutine_never_awaited() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with CallHarness(stt=SimulatedSTT(["네"])):
+            pass  # nothing awaited inside: every task of the call is cancelled before its first step
+        gc.collect()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
