@@ -330,6 +330,22 @@ def _digit_groups(text: str) -> str:
     return " ".join(_digit_by_digit(g, _PHONE_DIGITS) for g in _GROUPED_DIGITS.findall(text))
 
 
+def _money(m: re.Match[str]) -> str:
+    """A currency amount as said: $3.50 → 삼 달러 오십 센트, ₩5만 → 오만 원."""
+    unit, cents_unit = _CURRENCY[m["cur"]]
+    value = Decimal(m["cur_n"].replace(",", "") + (m["cur_f"] or ""))
+    if m["cur_u"]:
+        return f"{_amount(value * _CURRENCY_MULTIPLIER[m['cur_u']])} {unit}"
+    fraction = m["cur_f"] or ""
+    if cents_unit and len(fraction) == 3:  # $3.50: dollars and cents
+        whole, cents = int(value), int(fraction[1:])
+        parts = [f"{sino_korean(whole)} {unit}"] if whole else []
+        if cents:
+            parts.append(f"{sino_korean(cents)} {cents_unit}")
+        return " ".join(parts) or f"영 {unit}"
+    return f"{_amount(value)} {unit}"
+
+
 def _amount(value: Decimal) -> str:
     """An amount that may have come out of ``3.5만``: whole → Sino-Korean, else with 점."""
     if value == value.to_integral_value():
@@ -456,18 +472,9 @@ def _korean_pattern(m: re.Match[str], kind: str) -> str:
     if kind == "ratio":
         return " 대 ".join(_sino_decimal(p) for p in m.group().split(":"))
     if kind == "money":
-        unit, cents_unit = _CURRENCY[m["cur"]]
-        value = Decimal(m["cur_n"].replace(",", "") + (m["cur_f"] or ""))
-        if m["cur_u"]:
-            return f"{_amount(value * _CURRENCY_MULTIPLIER[m['cur_u']])} {unit}"
-        fraction = m["cur_f"] or ""
-        if cents_unit and len(fraction) == 3:  # $3.50: dollars and cents
-            whole, cents = int(value), int(fraction[1:])
-            parts = [f"{sino_korean(whole)} {unit}"] if whole else []
-            if cents:
-                parts.append(f"{sino_korean(cents)} {cents_unit}")
-            return " ".join(parts) or f"영 {unit}"
-        return f"{_amount(value)} {unit}"
+        said = _money(m)
+        # "₩5,000원" says its 원 once; another currency keeps a written 원 ("£5원" is odd, but nothing written is lost)
+        return said + " 원" if m["cur"] != "₩" and m.group().endswith("원") else said
     if kind == "dot":
         return _digit_by_digit(m["dot_a"] + m["dot_b"], _SINO_DIGITS)  # 3·1절 → 삼일절, 6·25 → 육이오
     if kind == "hash":
