@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     goodbye_message: str = "통화 가능 시간이 다 되어 이만 전화를 끊겠습니다. 이용해 주셔서 감사합니다."
     receive_timeout_s: float = Field(10.0, gt=0, description="no message from Twilio for this long: the call is over")
     stt_backlog_s: float = Field(10.0, gt=0, description="caller audio the STT may fall behind before frames drop")
+    stt_block_ms: int = Field(
+        100,
+        ge=20,
+        le=200,
+        description="caller audio handed to the STT at a time (Vosk decodes 100 ms blocks anyway); a partial may "
+        "come up to this much less 20 ms later, an end of speech hands over what is buffered at once",
+    )
     busy_message: str = "죄송합니다. 지금은 모든 상담원이 통화 중입니다. 잠시 후 다시 걸어 주세요."
     # limits before work (see limits.py): what a peer may cost before it has proved anything
     start_timeout_s: float = Field(5.0, gt=0, description="a media socket without a valid start by then is closed")

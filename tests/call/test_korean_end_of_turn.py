@@ -2,7 +2,8 @@
 
 In memory (list transport, simulated providers, real voice frames through the real VAD); the recogniser is scripted
 in stream time, like a streaming vendor whose partial for a word arrives as soon as its audio has been heard. Frames
-go in one at a time, each once the STT worker has taken the previous one, as they do in a call that keeps up.
+go in one at a time, each once the STT worker has taken every block handed over (``HANMADI_STT_BLOCK_MS``, 100 ms by
+default), as they do in a call that keeps up.
 """
 
 from __future__ import annotations
@@ -63,11 +64,10 @@ class TimedStream:
 
 
 async def paced(h: CallHarness, stt: TimedSTT, pcm: bytes) -> None:
-    """Feed ``pcm`` frame by frame, each after the STT has heard the one before (the call keeping up)."""
+    """Feed ``pcm`` frame by frame, each once the STT has heard every block handed over (the call keeping up)."""
     for i in range(0, len(pcm), 320):
         h.frames(pcm[i : i + 320])
-        heard = stt.streams[0].audio_s + 0.02
-        await until(lambda heard=heard: stt.streams[0].audio_s >= heard - 1e-9, "the STT heard the frame")
+        await until(lambda: h.call.stt_feed.queued == 0, "the STT heard what it was handed")
 
 
 async def say(h: CallHarness, stt: TimedSTT, seconds: float, pause_s: float = 1.0) -> None:

@@ -25,3 +25,32 @@ async def test_a_stt_that_falls_behind_loses_frames_not_ends_of_speech() -> None
     assert await feed.get() == b"\x09" * 320
     assert await feed.get() is None
     assert dropped() == before + 3
+
+
+async def test_audio_goes_to_the_stt_in_blocks_and_an_end_of_speech_hands_over_the_rest_first() -> None:
+    feed = SttFeed(backlog_s=10.0, block_ms=100)  # five 20 ms frames a block
+    frames = [bytes([n]) * 320 for n in range(7)]
+    for frame in frames:
+        feed.audio(frame)
+    assert feed.queued == 1  # one block handed over, two frames still gathering
+    end = EndOfSpeech(1.0, 0.3, "final")
+    feed.end_of_speech(end)
+    assert feed.queued == 2
+    assert await feed.get() == b"".join(frames[:5])
+    assert await feed.get() == b"".join(frames[5:])  # the partial block, before the end of speech it precedes
+    assert await feed.get() is end
+    feed.audio(frames[0])
+    feed.close()  # the close hands over what is buffered too
+    assert await feed.get() == frames[0]
+    assert await feed.get() is None and feed.queued == 0
+
+
+async def test_the_backlog_counts_frames_whether_they_wait_in_a_block_or_in_the_queue() -> None:
+    before = dropped()
+    feed = SttFeed(backlog_s=0.2, block_ms=60)  # ten frames of backlog, three frames a block
+    for n in range(12):
+        feed.audio(bytes([n]) * 320)
+    assert dropped() == before + 2  # frames 10 and 11: nine queued in blocks and one gathering already
+    assert await feed.get() == b"".join(bytes([n]) * 320 for n in range(3))
+    feed.audio(b"\x0c" * 320)  # a block taken frees three frames of room
+    assert dropped() == before + 2
