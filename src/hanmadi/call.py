@@ -150,7 +150,7 @@ class CallSession:
         self.recording = (
             CallRecording(recording_path(settings.recordings_dir, self.call_sid)) if settings.record_audio else None
         )
-        self.stt_feed = SttFeed(settings.stt_backlog_s, self.call_sid, block_ms=settings.stt_block_ms)
+        self.stt_feed = SttFeed(settings.stt_backlog_s, self.call_sid, block_ms=settings.stt_block())
         self._send_lock = asyncio.Lock()
         self._partial = ""
         self._barged_this_utterance = False

@@ -45,12 +45,13 @@ class Settings(BaseSettings):
     goodbye_message: str = "통화 가능 시간이 다 되어 이만 전화를 끊겠습니다. 이용해 주셔서 감사합니다."
     receive_timeout_s: float = Field(10.0, gt=0, description="no message from Twilio for this long: the call is over")
     stt_backlog_s: float = Field(10.0, gt=0, description="caller audio the STT may fall behind before frames drop")
-    stt_block_ms: int = Field(
-        100,
+    stt_block_ms: int | None = Field(
+        None,
         ge=20,
         le=200,
-        description="caller audio handed to the STT at a time (Vosk decodes 100 ms blocks anyway); a partial may "
-        "come up to this much less 20 ms later, an end of speech hands over what is buffered at once",
+        description="caller audio handed to the STT at a time; unset: 100 ms (Vosk decodes 100 ms blocks anyway), "
+        "20 ms for STT=local, whose Whisper pass starts at the first pause frame; a partial may come up to this "
+        "much less 20 ms later, an end of speech hands over what is buffered at once",
     )
     busy_message: str = "죄송합니다. 지금은 모든 상담원이 통화 중입니다. 잠시 후 다시 걸어 주세요."
     # limits before work (see limits.py): what a peer may cost before it has proved anything
@@ -248,6 +249,12 @@ class Settings(BaseSettings):
         if not self.endpointing_final_ms <= self.endpointing_ms <= self.endpointing_connective_ms:
             raise ValueError("endpointing_final_ms <= endpointing_ms <= endpointing_connective_ms must hold")
         return self
+
+    def stt_block(self) -> int:
+        """Milliseconds of caller audio handed to the STT at a time (``stt_block_ms``, else the STT's best)."""
+        if self.stt_block_ms is not None:
+            return self.stt_block_ms
+        return 20 if self.stt == "local" else 100
 
     def auth_token(self) -> str:
         """The Twilio auth token, or '' when none is configured (dev mode)."""

@@ -54,3 +54,12 @@ async def test_the_backlog_counts_frames_whether_they_wait_in_a_block_or_in_the_
     assert await feed.get() == b"".join(bytes([n]) * 320 for n in range(3))
     feed.audio(b"\x0c" * 320)  # a block taken frees three frames of room
     assert dropped() == before + 2
+
+
+def test_the_block_is_100_ms_but_20_for_the_local_stt_whose_whisper_pass_starts_at_the_first_pause_frame() -> None:
+    from hanmadi.config import Settings
+
+    assert Settings(stt="deepgram", _env_file=None).stt_block() == 100  # type: ignore[call-arg]
+    assert Settings(stt="simulated", _env_file=None).stt_block() == 100  # type: ignore[call-arg]
+    assert Settings(stt="local", _env_file=None).stt_block() == 20  # type: ignore[call-arg]
+    assert Settings(stt="local", stt_block_ms=60, _env_file=None).stt_block() == 60  # type: ignore[call-arg]
