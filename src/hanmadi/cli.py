@@ -279,7 +279,7 @@ def _knowledge_source(path: Path | None) -> Any:
 
 
 async def _warm_llm(settings: Settings) -> Any:
-    from hanmadi.providers.base import ConfigError
+    from hanmadi.providers.base import ConfigError, Lifecycle
     from hanmadi.providers.registry import make_llm
 
     try:
@@ -287,9 +287,8 @@ async def _warm_llm(settings: Settings) -> Any:
     except ConfigError as exc:
         console.print(f"[red]cannot build the LLM:[/red] {exc}")
         raise typer.Exit(2) from exc
-    warm_up = getattr(llm, "warm_up", None)
-    if warm_up is not None:
-        await warm_up()
+    if isinstance(llm, Lifecycle):
+        await llm.warm_up()
     return llm
 
 

@@ -25,6 +25,7 @@ from hanmadi.config import Settings
 from hanmadi.engine.timeline import TimelineEvent, format_event
 from hanmadi.knowledge import example_knowledge_path, source_from_settings
 from hanmadi.loopback import serve_in_thread
+from hanmadi.providers.base import Lifecycle
 from hanmadi.server import Providers, build_providers
 from hanmadi.store.records import CallDetail
 from hanmadi.store.repository import create_engine_for, get_call
@@ -53,9 +54,8 @@ async def load_providers(settings: Settings, console: Console) -> Providers:
         providers = build_providers(settings)
         for label, provider in (("STT", providers.stt), ("LLM", providers.llm), ("TTS", providers.tts)):
             progress.update(task, description=f"loading {label} ({type(provider).__name__})")
-            warm_up = getattr(provider, "warm_up", None)
-            if warm_up is not None:
-                await warm_up()
+            if isinstance(provider, Lifecycle):
+                await provider.warm_up()
         progress.update(task, description="models loaded")
     return providers
 

@@ -35,7 +35,7 @@ from hanmadi.call import CallSession
 from hanmadi.config import Settings
 from hanmadi.knowledge import KnowledgeError, KnowledgeSource, knowledge_watch, source_from_settings
 from hanmadi.logs import safe
-from hanmadi.providers.base import LLM, STT, TTS
+from hanmadi.providers.base import LLM, STT, TTS, Lifecycle
 from hanmadi.providers.registry import make_llm, make_stt, make_tts
 from hanmadi.store import repository
 from hanmadi.store.writer import Recorder
@@ -121,9 +121,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for provider in (state.providers.stt, state.providers.llm, state.providers.tts):
-            warm_up = getattr(provider, "warm_up", None)
-            if warm_up is not None:
-                await warm_up()
+            if isinstance(provider, Lifecycle):
+                await provider.warm_up()
         if state.recorder is not None:
             await state.recorder.start()
         try:
@@ -136,12 +135,11 @@ def create_app(
         finally:
             try:
                 for provider in (state.providers.stt, state.providers.llm, state.providers.tts):
-                    aclose = getattr(provider, "aclose", None)
-                    if aclose is not None:
+                    if isinstance(provider, Lifecycle):
                         try:
-                            await aclose()
+                            await provider.aclose()
                         except Exception as exc:  # one provider failing to close must not keep the others open
-                            log.warning("provider %s did not close cleanly: %s", provider.name, exc)
+                            log.warning("provider %s did not close cleanly: %s", type(provider).__name__, exc)
             finally:
                 if state.recorder is not None:
                     await state.recorder.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from hanmadi.config import Settings
 from hanmadi.providers import registry
-from hanmadi.providers.base import LLM, STT, TTS, ConfigError
+from hanmadi.providers.base import LLM, STT, TTS, ConfigError, Lifecycle
 from hanmadi.providers.clova import ClovaTTS
 from hanmadi.providers.deepgram import DeepgramSTT
 from hanmadi.providers.elevenlabs import ElevenLabsTTS
@@ -138,8 +139,35 @@ async def test_vendors_are_built_from_their_settings() -> None:
         make_tts(settings(tts="clova", **KEYS)),
     ]
     assert [type(p) for p in others] == [OpenAISTT, OpenAITTS, GoogleTTS, ClovaTTS]
-    for provider in [llm, tts, *others]:
-        await provider.aclose()  # type: ignore[attr-defined]
+    for provider in [stt, llm, tts, *others]:
+        assert isinstance(provider, Lifecycle)  # warmed up and closed by the server, no getattr
+        await provider.warm_up()
+        await provider.aclose()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "hanmadi.providers.simulated:SimulatedSTT",
+        "hanmadi.providers.simulated:ScriptedLLM",
+        "hanmadi.providers.simulated:SimulatedTTS",
+        "hanmadi.providers.openai_compat:OpenAISTT",
+        "hanmadi.providers.openai_compat:OpenAILLM",
+        "hanmadi.providers.openai_compat:OpenAITTS",
+        "hanmadi.providers.deepgram:DeepgramSTT",
+        "hanmadi.providers.google:GoogleTTS",
+        "hanmadi.providers.clova:ClovaTTS",
+        "hanmadi.providers.elevenlabs:ElevenLabsTTS",
+        "hanmadi.providers.local.vosk_stt:VoskSTT",
+        "hanmadi.providers.local.whisper_stt:WhisperSTT",
+        "hanmadi.providers.local.llama_llm:LlamaLLM",
+        "hanmadi.providers.local.espeak_tts:EspeakThreadTTS",
+        "hanmadi.providers.local.espeak_tts:EspeakProcessPoolTTS",
+    ],
+)
+def test_every_built_in_provider_has_the_lifecycle_the_server_calls(path: str) -> None:
+    module, name = path.split(":")
+    assert issubclass(getattr(importlib.import_module(module), name), Lifecycle)
 
 
 def test_missing_embedded_stack_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hanmadi.bench import percentile
-from hanmadi.providers.base import STT
+from hanmadi.providers.base import STT, Lifecycle
 from hanmadi.telephony import audio
 
 FRAME_MS = 20
@@ -164,9 +164,8 @@ async def run_stt_bench(
     missing = [p.name for p in wavs if p.stem not in refs]
     if missing:
         raise BenchError(f"no reference in {refs_path} for {', '.join(missing)}")
-    warm_up = getattr(stt, "warm_up", None)
-    if warm_up is not None:
-        await warm_up()
+    if isinstance(stt, Lifecycle):
+        await stt.warm_up()
     lag = LoopLag()
     results: list[FileResult] = []
     async with asyncio.TaskGroup() as tg:

@@ -152,6 +152,23 @@ class STT(Protocol):
         ...
 
 
+@runtime_checkable
+class Lifecycle(Protocol):
+    """What a provider holds beyond one call: loaded before the first call, released once at shutdown.
+
+    Every built-in STT, LLM and TTS has both (a no-op where there is nothing to do); the server, the demo and the
+    benches warm up and close any provider that has them, so a custom provider may leave them out.
+    """
+
+    async def warm_up(self) -> None:
+        """Load models, open pools: what would otherwise slow the first call."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients, threads and processes; called once, when the server stops."""
+        ...
+
+
 async def stall_guard(stream: AsyncIterator[T], timeout_s: float, provider: str) -> AsyncGenerator[T, None]:
     """Pass ``stream`` through, raising ``ProviderError(provider, "stalled")`` when no chunk comes for ``timeout_s``.
 

@@ -124,6 +124,12 @@ class DeepgramSTT:
                     continue
                 raise fail(PROVIDER, "connect", f"{type(exc).__name__}: {exc}") from exc
 
+    async def warm_up(self) -> None:
+        """Nothing to load: each call opens its own streaming socket."""
+
+    async def aclose(self) -> None:
+        """Nothing to release: each call's socket is closed with its stream."""
+
 
 class DeepgramStream:
     """One call's live session. ``push``/``finalize`` are called in order by one task; a reader task owned by

@@ -71,3 +71,6 @@ class ElevenLabsTTS:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def warm_up(self) -> None:
+        """Nothing to load: the HTTP client connects on first use."""

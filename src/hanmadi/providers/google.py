@@ -80,3 +80,6 @@ class GoogleTTS:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def warm_up(self) -> None:
+        """Nothing to load: the HTTP client connects on first use."""

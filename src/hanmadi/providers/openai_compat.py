@@ -246,6 +246,9 @@ class OpenAILLM:
         """Close the SDK's connection pool."""
         await self._client.close()
 
+    async def warm_up(self) -> None:
+        """Nothing to load: the HTTP client connects on first use."""
+
 
 class OpenAITTS:
     """``POST {base_url}/audio/speech`` with ``response_format="pcm"``: 24 kHz PCM, yielded as it arrives."""
@@ -288,6 +291,9 @@ class OpenAITTS:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def warm_up(self) -> None:
+        """Nothing to load: the HTTP client connects on first use."""
 
 
 class OpenAISTTStream:
@@ -364,3 +370,6 @@ class OpenAISTT:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def warm_up(self) -> None:
+        """Nothing to load: the HTTP client connects on first use."""

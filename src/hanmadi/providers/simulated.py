@@ -164,6 +164,12 @@ class ScriptedLLM:
             await asyncio.sleep(max(0.0, started + self.fail_after_s - time.monotonic()))
             raise ProviderError(self.name, "stream_broken", f"simulated failure at {self.fail_after_s:.2f}s")
 
+    async def warm_up(self) -> None:
+        """Nothing to load before the first call."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
 
 class SimulatedTTS:
     """A TTS with a latency profile, real 8 kHz PCM16 audio of a chosen length, streaming and failure injection.
@@ -252,6 +258,12 @@ class SimulatedTTS:
         finally:
             self.in_flight -= 1
 
+    async def warm_up(self) -> None:
+        """Nothing to load before the first call."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
 
 class SimulatedSTTStream:
     """One call's simulated recognizer: reveals the turn's scripted text word by word as audio is pushed."""
@@ -324,6 +336,12 @@ class SimulatedSTT:
     async def open(self, sample_rate: int = SAMPLE_RATE) -> SimulatedSTTStream:
         """Start a recognizer for one call."""
         return SimulatedSTTStream(self, sample_rate)
+
+    async def warm_up(self) -> None:
+        """Nothing to load before the first call."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
 
 class ListSink:

@@ -419,3 +419,6 @@ class LlamaLLM:
             history = history[1:]
             prompt = build_prompt(persona, history, reference)
         return prompt
+
+    async def aclose(self) -> None:
+        """Nothing to release here: the model is shared by the process and freed with it."""

@@ -200,3 +200,6 @@ class VoskSTT:
         except Exception as exc:
             raise ProviderError("local", "stt_open", str(exc)) from exc
         return VoskStream(recognizer, sample_rate, self.block_ms)
+
+    async def aclose(self) -> None:
+        """Nothing to release here: the model is shared by the process and freed with it."""

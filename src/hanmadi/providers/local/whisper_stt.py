@@ -744,3 +744,6 @@ class WhisperSTT:
             vad_aggressiveness=self.vad_aggressiveness,
             stats=self.stats,
         )
+
+    async def aclose(self) -> None:
+        """Nothing to release here: the model and its worker are shared by the process and freed with it."""
