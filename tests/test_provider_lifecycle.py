@@ -15,7 +15,9 @@ from hanmadi.server import Providers, create_app
 from loopback_support import free_port, loopback_settings
 
 
-class CountedSTT(SimulatedSTT):
+class Counted:
+    """Records the lifecycle calls it gets (mixed in before a simulated provider)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[str] = []
@@ -27,16 +29,13 @@ class CountedSTT(SimulatedSTT):
         self.calls.append("aclose")
 
 
-class FailingCloseLLM(ScriptedLLM):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
+class CountedSTT(Counted, SimulatedSTT):
+    pass
 
-    async def warm_up(self) -> None:
-        self.calls.append("warm_up")
 
+class FailingCloseLLM(Counted, ScriptedLLM):
     async def aclose(self) -> None:
-        self.calls.append("aclose")
+        await super().aclose()
         raise RuntimeError("pool already gone")
 
 
