@@ -181,16 +181,19 @@ def _finite(value: float | None) -> float | None:
 _CALLS: Final = cast(Table, Call.__table__)
 _TURNS: Final = cast(Table, Turn.__table__)
 _EVENTS: Final = cast(Table, TurnEventRow.__table__)
-# ON CONFLICT is spelled alike by SQLite and PostgreSQL, but each dialect builds its own insert
-_INSERT_CALL: Final = {
-    "sqlite": sqlite.insert(_CALLS).on_conflict_do_nothing(index_elements=["call_sid"]).returning(_CALLS.c.id),
-    "postgresql": postgresql.insert(_CALLS).on_conflict_do_nothing(index_elements=["call_sid"]).returning(_CALLS.c.id),
-}
-_TURN_KEY: Final = ["call_id", "index"]
-_INSERT_TURN: Final = {
-    "sqlite": sqlite.insert(_TURNS).on_conflict_do_nothing(index_elements=_TURN_KEY).returning(_TURNS.c.id),
-    "postgresql": postgresql.insert(_TURNS).on_conflict_do_nothing(index_elements=_TURN_KEY).returning(_TURNS.c.id),
-}
+
+
+def _insert_new(table: Table, key: list[str]) -> dict[str, Any]:
+    """``INSERT … ON CONFLICT (key) DO NOTHING RETURNING id`` for each database: spelled alike by SQLite and
+    PostgreSQL, but each dialect builds its own insert."""
+    return {
+        "sqlite": sqlite.insert(table).on_conflict_do_nothing(index_elements=key).returning(table.c.id),
+        "postgresql": postgresql.insert(table).on_conflict_do_nothing(index_elements=key).returning(table.c.id),
+    }
+
+
+_INSERT_CALL: Final = _insert_new(_CALLS, ["call_sid"])
+_INSERT_TURN: Final = _insert_new(_TURNS, ["call_id", "index"])
 _COUNT_TURN: Final = (
     update(_CALLS)
     .where(_CALLS.c.call_sid == bindparam("b_call_sid"))
