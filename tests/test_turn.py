@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, is_backchannel
+from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, barge_in_due, is_backchannel
 
 FRAME = 160
 
@@ -89,3 +90,17 @@ def test_a_much_quieter_caller_is_still_heard_after_a_loud_turn() -> None:
     second = run(d, voiced(800, amplitude=1000) + silence(600))  # about 22 dB quieter
     assert [type(e) for _, e in first] == [SpeechStarted, SpeechStopped]
     assert [type(e) for _, e in second] == [SpeechStarted, SpeechStopped]
+
+
+@pytest.mark.parametrize(
+    ("speech_ms", "partial", "due"),
+    [
+        (150, "잠깐만요", False),  # too short to be anything
+        (250, "잠깐만요", True),  # words that are not a backchannel
+        (400, "네", False),  # a backchannel never interrupts
+        (400, "", False),  # no words yet: it may still be a backchannel
+        (800, "", True),  # long enough without words
+    ],
+)
+def test_barge_in_due(speech_ms: int, partial: str, due: bool) -> None:
+    assert barge_in_due(speech_ms, partial, 200, ["네", "음"]) is due

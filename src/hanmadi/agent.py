@@ -15,7 +15,7 @@ Grounding happens here, in the messages, so every path (the call, ``hanmadi ask`
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -206,10 +206,12 @@ class Agent:
         check = _sentence_check(guard, user.content, top.text)
         return AgentReply(guarded(llm.stream(messages), check, f"{HEDGE} {top.text}"), grounding)
 
-    def remember(self, user: Message | None, heard_reply: str) -> None:
-        """Record a finished turn: the caller's words and the part of our reply they heard."""
+    def remember(self, user: Message | None, heard_reply: str, tool_exchange: Sequence[Message] = ()) -> None:
+        """Record a finished turn: the caller's words and the part of our reply they heard. The model's tool calls
+        and their results (``tool_exchange``) stay in the conversation, between the caller and our answer."""
         if user is not None:
             self.history.append(user)
+        self.history.extend(tool_exchange)
         if heard_reply:
             self.history.append(Message("assistant", heard_reply))
 
@@ -281,3 +283,11 @@ def grounding_config(settings: Settings, source: KnowledgeSource | None) -> Grou
         top_k=settings.knowledge_top_k,
         unknown_reply=unknown,
     )
+
+
+def context_prompt(context: Mapping[str, str]) -> str:
+    """An outbound call's context (``--context name=김민수``) as lines appended to the system prompt."""
+    if not context:
+        return ""
+    lines = "\n".join(f"- {key}: {value}" for key, value in context.items())
+    return f"\n\n이 전화는 우리가 먼저 건 전화입니다. 통화 정보:\n{lines}"

@@ -6,7 +6,9 @@ worker task. When the caller stops speaking, the worker finalizes the transcript
 (``engine``) streams the LLM answer sentence by sentence into TTS and out through the Twilio sink
 (``telephony.sink``). What the caller heard comes from one model of Twilio's playback buffer
 (``telephony.playback``), which marks confirm and a ``clear`` truncates. Preemptive answers live in ``preemptive``,
-reply metrics in ``reply_metrics``, the stored records in ``store``.
+reply metrics in ``reply_metrics``, a turn's stored form in ``store.records.turn_record``. When a silent caller
+is due a prompt is ``idle``'s to say; when a barge-in is due, ``turn.barge_in_due``'s; whether an answer runs
+tools, ``tools.CallTools``'; what the conversation remembers, ``agent``'s.
 
 Every task belongs to the session's TaskGroup; leaving ``async with CallSession(...)`` cancels them all. A task
 that crashes is logged with its traceback, counted, and ends the call (``end_reason="error"``).
@@ -15,7 +17,6 @@ that crashes is logged with its traceback, counted, and ends the call (``end_rea
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -25,14 +26,15 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from hanmadi import metrics
-from hanmadi.agent import Agent, grounding_config
+from hanmadi.agent import Agent, context_prompt, grounding_config
 from hanmadi.call_turn import CallTurn
 from hanmadi.config import Settings
-from hanmadi.engine.scheduler import EngineConfig, Reply, TurnReport
-from hanmadi.engine.timeline import Timeline, TimelineEvent, audio_arrivals, format_event
+from hanmadi.engine.scheduler import Reply, TurnReport
+from hanmadi.engine.timeline import Timeline, TimelineEvent, format_event
+from hanmadi.idle import IdleWatch
 from hanmadi.knowledge import KnowledgeSource
 from hanmadi.preemptive import Preemption
-from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, ToolCallingLLM, stall_guard
+from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, stall_guard
 from hanmadi.reply_metrics import observe_reply
 from hanmadi.store.recording import CallRecording, recording_path
 from hanmadi.store.records import CallEnd, CallStart, turn_record
@@ -40,16 +42,14 @@ from hanmadi.store.writer import Recorder
 from hanmadi.stt_feed import EndOfSpeech, SttFeed
 from hanmadi.telephony import audio
 from hanmadi.telephony import twilio as tw
-from hanmadi.telephony.playback import PlaybackClock, playback_of
+from hanmadi.telephony.playback import PlaybackClock
 from hanmadi.telephony.rest import MACHINE_ENDS
 from hanmadi.telephony.sink import TwilioSink
-from hanmadi.tools import CallTools, EndCall, Transferred, caller_says_goodbye
-from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, is_backchannel
+from hanmadi.tools import CallTools, EndCall, Transferred
+from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, barge_in_due, is_backchannel
 
 log = logging.getLogger("hanmadi.call")
 
-# A caller who keeps talking this long over our audio barges in even if STT has produced no partial yet.
-_BARGE_IN_WITHOUT_TEXT_MS = 600
 # How long a cancelled reply may take to hand back its report before its task is cancelled outright.
 _REPLY_SETTLE_S = 1.0
 # After the goodbye has been sent, how long past its modelled playback we wait for its marks before hanging up.
@@ -76,22 +76,6 @@ class PhoneRest(Protocol):
     """The REST side of the phone (``telephony.rest.TwilioRest``): the hang-up fallback."""
 
     async def hang_up(self, call_sid: str) -> None: ...
-
-
-def engine_config(settings: Settings) -> EngineConfig:
-    """The engine part of the process settings: the engine itself never sees ``Settings``."""
-    return EngineConfig(
-        strategy=settings.strategy,
-        max_parallel_tts=settings.max_parallel_tts,
-        max_buffered_audio_s=settings.max_buffered_audio_s,
-        tts_timeout_s=settings.tts_timeout_s,
-        tts_retries=settings.tts_retries,
-        first_clause_split=settings.first_clause_split,
-        first_clause_min_chars=settings.first_clause_min_chars,
-        max_sentence_chars=settings.max_sentence_chars,
-        fallback_text=settings.llm_fallback,
-        speakable=settings.speaker(),
-    )
 
 
 class CallSession:
@@ -127,7 +111,7 @@ class CallSession:
         self.from_number = from_number or start.custom_parameters.get("from", "")
         self.to_number = to_number or start.custom_parameters.get("to", "")
         self.clock = clock
-        self.engine_config = engine_config(settings)
+        self.engine_config = settings.engine_config()
         self.tools = tools
         self.phone = phone
         self.direction = direction
@@ -155,8 +139,7 @@ class CallSession:
         self._partial = ""
         self._barged_this_utterance = False
         self._ending = False  # the goodbye is under way: no new turn starts
-        self._activity = asyncio.Event()  # the caller spoke or a reply started: the idle timer starts over
-        self._idle_prompts = 0  # idle prompts in a row the caller has not answered
+        self.idle = IdleWatch(settings.idle_prompt_s, settings.idle_prompts, clock)
         self._started_mono = clock()
         self._tg = asyncio.TaskGroup()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -347,7 +330,7 @@ class CallSession:
     def _on_turn_event(self, event: SpeechStarted | SpeechStopped | None) -> None:
         # (the partial transcript is reset when the STT finalizes a turn, not here: it may already be ahead of the VAD)
         if isinstance(event, SpeechStarted):
-            self._activity.set()
+            self.idle.activity()
         if isinstance(event, SpeechStopped):
             endpointing_s = (self.detector.now_ms - event.end_ms) / 1000
             self.stt_feed.end_of_speech(EndOfSpeech(self.clock(), endpointing_s, event.rule))
@@ -360,16 +343,10 @@ class CallSession:
     def _check_barge_in(self) -> None:
         if self._barged_this_utterance or not self.bot_speaking():
             return
-        speech_ms = self.detector.speech_ms
-        if speech_ms < self.settings.barge_in_min_speech_ms:
-            return
-        if self._partial:
-            if is_backchannel(self._partial, self.settings.backchannels):
-                return
-        elif speech_ms < self.settings.barge_in_min_speech_ms + _BARGE_IN_WITHOUT_TEXT_MS:
-            return  # no words yet: could be a backchannel, wait a little
-        self._barged_this_utterance = True
-        self._spawn(self.barge_in(self.turns[-1]), "barge-in")
+        settings = self.settings
+        if barge_in_due(self.detector.speech_ms, self._partial, settings.barge_in_min_speech_ms, settings.backchannels):
+            self._barged_this_utterance = True
+            self._spawn(self.barge_in(self.turns[-1]), "barge-in")
 
     async def barge_in(self, turn: CallTurn) -> None:
         """The caller talks over ``turn``: stop its reply, then clear Twilio's buffer; keep only what was heard.
@@ -479,44 +456,19 @@ class CallSession:
         await self.hang_up(reason)
 
     async def _idle_watch(self) -> None:
-        """A silent caller: ``idle_prompt_s`` after our reply has played, ask if they are there; after
-        ``idle_prompts`` unanswered prompts, say goodbye and hang up."""
-        settings = self.settings
+        """A silent caller is asked whether they are there (``idle``); unanswered prompts end in a goodbye."""
         while not self._ending:
-            if self._busy():
-                self._activity.clear()
-                await self._activity_or(0.2)  # a reply or the caller is under way: look again when it may be over
-                continue
-            quiet_since = max(self.playback.end_s, self._last_turn_start())
-            deadline = quiet_since + settings.idle_prompt_s
-            self._activity.clear()
-            if await self._activity_or(deadline - self.clock()):
-                continue
-            if self._busy() or self._ending or max(self.playback.end_s, self._last_turn_start()) > quiet_since:
-                continue
-            if self._idle_prompts >= settings.idle_prompts:
-                log.info("call %s: no answer to %d idle prompts, hanging up", self.call_sid, self._idle_prompts)
-                await self.say_goodbye(settings.goodbye, "idle")
+            due = await self.idle.due(self)
+            if self._ending:
                 return
-            self._idle_prompts += 1
-            log.info(
-                "call %s: caller silent for %.0f s, idle prompt %d",
-                self.call_sid,
-                settings.idle_prompt_s,
-                self._idle_prompts,
-            )
-            self._start_reply(self._new_turn(None, "", self.clock(), 0.0), _once(settings.idle_prompt))
+            if due == "goodbye":
+                log.info("call %s: no answer to %d idle prompts, hanging up", self.call_sid, self.idle.prompts)
+                await self.say_goodbye(self.settings.goodbye, "idle")
+                return
+            log.info("call %s: caller silent, idle prompt %d", self.call_sid, self.idle.prompts)
+            self._start_reply(self._new_turn(None, "", self.clock(), 0.0), _once(self.settings.idle_prompt))
 
-    async def _activity_or(self, timeout_s: float) -> bool:
-        """Wait for activity (True) or ``timeout_s`` (False)."""
-        try:
-            async with asyncio.timeout(max(0.0, timeout_s)):
-                await self._activity.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def _busy(self) -> bool:
+    def busy(self) -> bool:
         """Something is going on: we are speaking or generating, the caller is speaking, or keys are awaited."""
         return (
             self.bot_speaking()
@@ -525,8 +477,9 @@ class CallSession:
             or (self.tools is not None and self.tools.digits.active)
         )
 
-    def _last_turn_start(self) -> float:
-        return self.turns[-1].t_detect if self.turns else self._started_mono
+    def quiet_since(self) -> float:
+        """When the line last went quiet: our audio finished playing, or the last turn began."""
+        return max(self.playback.end_s, self.turns[-1].t_detect if self.turns else self._started_mono)
 
     # --- replies ---------------------------------------------------------------------------------------
 
@@ -537,15 +490,16 @@ class CallSession:
         turn.end_rule = end.end_rule
         if self.softphone:
             self.side_event({"event": "hanmadi.transcript", "role": "caller", "text": user.content})
-        self._idle_prompts = 0  # the caller answered
-        if self.tools is not None and self._goodbye_rule(text):
+        self.idle.answered()
+        tools = self.tools
+        if tools is not None and tools.goodbye_rule(self.llm, text):
             # a model without tool calling cannot end the call: the caller's goodbye does (end_call's keyword rule)
-            self.tools.action = EndCall(self.settings.goodbye)
+            tools.action = EndCall(self.settings.goodbye)
             self._start_reply(turn, _once(self.settings.goodbye))
             return
-        if self._with_tools() and preempt is None:
-            assert self.tools is not None and isinstance(self.llm, ToolCallingLLM)
-            turn.tool_turn = self.tools.turn(self.llm, self.agent.messages_for(user))
+        tool_llm = tools.answer_with(self.llm) if tools is not None else None
+        if tools is not None and tool_llm is not None and preempt is None:
+            turn.tool_turn = tools.turn(tool_llm, self.agent.messages_for(user))
             turn.grounding = self.agent.last_grounding if self.agent.knowledge else None
             self._start_reply(turn, turn.tool_turn.stream())  # each model round has its own stall guard
             return
@@ -583,22 +537,8 @@ class CallSession:
         if turn.tool_turn is not None:
             turn.tool_turn.timeline = timeline  # tool start/end go on the turn's timeline
         turn.task = self._spawn(self._run_reply(turn, turn.reply, chunks), "reply")
-        self._activity.set()
+        self.idle.activity()
         return turn.task
-
-    def _with_tools(self) -> bool:
-        """Answer with tools: some are configured and the model can call them (the local base model cannot)."""
-        return self.tools is not None and self.tools.toolbox.enabled and isinstance(self.llm, ToolCallingLLM)
-
-    def _goodbye_rule(self, text: str) -> bool:
-        """end_call for a model that cannot call it: the caller clearly said goodbye."""
-        tools = self.tools
-        return (
-            tools is not None
-            and "end_call" in tools.toolbox.builtins
-            and not isinstance(self.llm, ToolCallingLLM)
-            and caller_says_goodbye(text)
-        )
 
     async def _run_reply(self, turn: CallTurn, reply: Reply, chunks: AsyncIterator[str]) -> None:
         try:
@@ -625,13 +565,7 @@ class CallSession:
             answer=turn.user is not None,
             endpointing_s=turn.endpointing_s,
         )
-        if turn.tool_turn is not None and turn.tool_turn.exchange:
-            # the model's tool calls and their results stay in the conversation, between the caller and our answer
-            self.agent.remember(turn.user, "")
-            self.agent.history.extend(turn.tool_turn.exchange)
-            self.agent.remember(None, self._heard(turn))
-        else:
-            self.agent.remember(turn.user, self._heard(turn))
+        self.agent.remember(turn.user, self._heard(turn), turn.tool_turn.exchange if turn.tool_turn else ())
         if self.softphone and report.spoken_text:
             self.side_event({"event": "hanmadi.transcript", "role": "agent", "text": report.spoken_text})
         if not turn.pending_marks():
@@ -705,30 +639,8 @@ class CallSession:
         if turn.recorded or turn.report is None:
             return
         turn.recorded = True
-        report = turn.report
         if self.recorder is not None:
-            record = turn_record(
-                self.call_sid,
-                turn.index,
-                report,
-                started_at=turn.started_at,
-                heard_text=turn.heard_text,
-                spoken_text=self._heard(turn),
-                barge_in=turn.barge_in,
-                dtmf=turn.dtmf,
-                endpointing_s=turn.endpointing_s,
-                answered=turn.user is not None,
-                extra_metrics={
-                    **_playback_figures(report),
-                    "preemptive": turn.preempt is not None,
-                    "end_rule": turn.end_rule,
-                    "speech_text": report.speech_text,  # what the TTS was given (speakable text)
-                    **({"knowledge": turn.grounding.to_dict()} if turn.grounding else {}),
-                },
-            )
-            if turn.tool_turn is not None:
-                record = dataclasses.replace(record, tool_calls=[c.to_dict() for c in turn.tool_turn.records])
-            self.recorder.turn_finished(record)
+            self.recorder.turn_finished(turn_record(self.call_sid, turn, self._heard(turn)))
 
     # --- outbound ----------------------------------------------------------------------------------------
 
@@ -762,17 +674,3 @@ class CallSession:
 
 async def _once(text: str) -> AsyncIterator[str]:
     yield text
-
-
-def context_prompt(context: Mapping[str, str]) -> str:
-    """An outbound call's context (``--context name=김민수``) as lines appended to the system prompt."""
-    if not context:
-        return ""
-    lines = "\n".join(f"- {key}: {value}" for key, value in context.items())
-    return f"\n\n이 전화는 우리가 먼저 건 전화입니다. 통화 정보:\n{lines}"
-
-
-def _playback_figures(report: TurnReport) -> dict[str, float | None]:
-    """When the reply's playback ends and the silence inside it, by the one playback model (reply seconds)."""
-    playback = playback_of(audio_arrivals(report.events))
-    return {"playback_end_s": playback.end_s, "gap_s": playback.gap_s}

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hanmadi.engine.scheduler import EngineConfig
 from hanmadi.text.lexicon import Lexicon
 from hanmadi.text.speakable import speaker
 
@@ -239,6 +240,21 @@ class Settings(BaseSettings):
     def speaker(self, lang: str = "ko") -> Callable[[str], str] | None:
         """The written → spoken text function the engine applies before TTS (None: HANMADI_SPEAKABLE=false)."""
         return speaker(lang, self._lexicon) if self.speakable else None
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's part of the settings: the engine itself never sees ``Settings``."""
+        return EngineConfig(
+            strategy=self.strategy,
+            max_parallel_tts=self.max_parallel_tts,
+            max_buffered_audio_s=self.max_buffered_audio_s,
+            tts_timeout_s=self.tts_timeout_s,
+            tts_retries=self.tts_retries,
+            first_clause_split=self.first_clause_split,
+            first_clause_min_chars=self.first_clause_min_chars,
+            max_sentence_chars=self.max_sentence_chars,
+            fallback_text=self.llm_fallback,
+            speakable=self.speaker(),
+        )
 
     @model_validator(mode="after")
     def _speech_lengths(self) -> Settings:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hanmadi import metrics
 from hanmadi.engine.timeline import Timeline
-from hanmadi.providers.base import Message, ToolCall, ToolCallingLLM, ToolSpec, stall_guard
+from hanmadi.providers.base import LLM, Message, ToolCall, ToolCallingLLM, ToolSpec, stall_guard
 from hanmadi.signing import SIGNATURE_HEADER, sign_body
 
 log = logging.getLogger("hanmadi.tools")
@@ -463,6 +463,15 @@ class CallTools:
     def turn(self, llm: ToolCallingLLM, messages: Sequence[Message]) -> ToolTurn:
         """One turn's answer with tools (iterate :meth:`ToolTurn.stream`)."""
         return ToolTurn(self, llm, messages)
+
+    def answer_with(self, llm: LLM) -> ToolCallingLLM | None:
+        """``llm`` when the call's answers run tools: some are configured and the model can call them (the local
+        base model cannot); else None."""
+        return llm if self.toolbox.enabled and isinstance(llm, ToolCallingLLM) else None
+
+    def goodbye_rule(self, llm: LLM, text: str) -> bool:
+        """end_call for a model that cannot call it: the caller clearly said goodbye (:func:`caller_says_goodbye`)."""
+        return "end_call" in self.toolbox.builtins and not isinstance(llm, ToolCallingLLM) and caller_says_goodbye(text)
 
 
 @dataclass

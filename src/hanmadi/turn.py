@@ -27,6 +27,8 @@ FRAME_MS = 20
 _TAIL_MS = 300
 _LEVEL_RATIO = 0.06  # about -24 dB under the caller's mean speech level
 _MIN_RMS = 40.0  # about -58 dBFS: below this nothing is speech
+# A caller who keeps talking this long over our audio barges in even if STT has produced no partial yet.
+BARGE_IN_WITHOUT_TEXT_MS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,3 +260,13 @@ def is_backchannel(text: str, backchannels: list[str]) -> bool:
         return False
     singles = {w for b in backchannels for w in b.split()}
     return all(w in singles for w in words)
+
+
+def barge_in_due(speech_ms: int, partial: str, min_speech_ms: int, backchannels: list[str]) -> bool:
+    """The caller talking over our audio interrupts it: ``min_speech_ms`` of speech whose words so far (the partial
+    transcript) are not a backchannel ("네", "음"), or a little longer when the STT has no words yet."""
+    if speech_ms < min_speech_ms:
+        return False
+    if partial:
+        return not is_backchannel(partial, backchannels)
+    return speech_ms >= min_speech_ms + BARGE_IN_WITHOUT_TEXT_MS

@@ -290,11 +290,10 @@ async def test_unknown_strategy_is_a_clear_error() -> None:
 
 
 def test_config_from_settings() -> None:
-    from hanmadi.call import engine_config
     from hanmadi.config import Settings
 
     s = Settings(max_parallel_tts=2, tts_retries=0, strategy="sequential", llm_fallback="다시요.")
-    c = engine_config(s)
+    c = s.engine_config()
     assert (c.max_parallel_tts, c.tts_retries, c.strategy, c.fallback_text) == (2, 0, "sequential", "다시요.")
 
 

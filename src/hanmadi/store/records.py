@@ -11,10 +11,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from hanmadi.engine.scheduler import TurnReport
-from hanmadi.engine.timeline import TimelineEvent
+from hanmadi.engine.timeline import TimelineEvent, audio_arrivals
+from hanmadi.telephony.playback import playback_of
+
+if TYPE_CHECKING:
+    from hanmadi.call_turn import CallTurn
 
 CallStatus = Literal["active", "completed", "failed"]
 CALL_STATUSES: tuple[CallStatus, ...] = ("active", "completed", "failed")
@@ -40,16 +43,15 @@ class CallStart:
     direction: str = "inbound"  # or "outbound" (placed by POST /api/calls or hanmadi dial)
 
 
-@dataclass(frozen=True, slots=True)
-class TurnRecord:
-    """One finished turn: written (and committed) as soon as the turn ends.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnFacts:
+    """What is stored of every turn, written and read alike (``TurnRecord`` in, ``TurnDetail`` out).
 
-    ``events`` is the engine's timeline for the turn; each event has the keys ``t``, ``kind``, ``index``
-    (sentence index or None), ``text``, ``duration_s``, ``audio_s`` and ``reason``. ``metrics`` is the
-    engine's per-turn metrics dict, stored as JSON (non-finite floats become null).
+    ``metrics`` is the engine's per-turn metrics dict plus the call's own figures, stored as JSON (non-finite floats
+    become null); ``tool_calls`` each tool call of the turn: name, arguments, status, duration_s, t_start, filler
+    (see ``tools.ToolCallRecord``).
     """
 
-    call_sid: str
     index: int
     started_at: datetime
     ended_at: datetime
@@ -62,9 +64,19 @@ class TurnRecord:
     voice_to_voice_s: float | None
     total_s: float | None
     metrics: dict[str, Any]
-    events: list[dict[str, Any]]
-    # each tool call of the turn: name, arguments, status, duration_s, t_start, filler (see tools.ToolCallRecord)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnRecord(TurnFacts):
+    """One finished turn: written (and committed) as soon as the turn ends.
+
+    ``events`` is the engine's timeline for the turn; each event has the keys ``t``, ``kind``, ``index``
+    (sentence index or None), ``text``, ``duration_s``, ``audio_s`` and ``reason``.
+    """
+
+    call_sid: str
+    events: list[dict[str, Any]]
 
 
 def stored_events(events: Iterable[TimelineEvent]) -> list[dict[str, Any]]:
@@ -81,39 +93,42 @@ def stored_events(events: Iterable[TimelineEvent]) -> list[dict[str, Any]]:
     return kept
 
 
-def turn_record(
-    call_sid: str,
-    index: int,
-    report: TurnReport,
-    *,
-    started_at: datetime,
-    heard_text: str,
-    spoken_text: str,
-    barge_in: bool,
-    dtmf: str,
-    endpointing_s: float,
-    answered: bool,
-    extra_metrics: dict[str, Any],
-    ended_at: datetime | None = None,
-) -> TurnRecord:
-    """The stored form of one turn: the engine's report plus what the call knows (``spoken_text``: what the caller
-    heard; ``answered``: the turn answers the caller's words, so it has a voice-to-voice time)."""
+def turn_record(call_sid: str, turn: CallTurn, spoken_text: str, ended_at: datetime | None = None) -> TurnRecord:
+    """The stored form of one finished turn (its report is in): the engine's report plus what the call knows.
+
+    ``spoken_text`` is what the caller heard of the reply. A turn answering the caller's words (not a greeting,
+    prompt or goodbye) has a voice-to-voice time: endpointing plus first audio.
+    """
+    report = turn.report
+    assert report is not None, "a turn is recorded once its reply has reported"
     first = report.metrics.first_audio_s
+    playback = playback_of(audio_arrivals(report.events))
+    metrics = {
+        **report.metrics.to_dict(),
+        # when the reply's playback ends and the silence inside it, by the one playback model (reply seconds)
+        "playback_end_s": playback.end_s,
+        "gap_s": playback.gap_s,
+        "preemptive": turn.preempt is not None,
+        "end_rule": turn.end_rule,
+        "speech_text": report.speech_text,  # what the TTS was given (speakable text)
+        **({"knowledge": turn.grounding.to_dict()} if turn.grounding else {}),
+    }
     return TurnRecord(
         call_sid=call_sid,
-        index=index,
-        started_at=started_at,
+        index=turn.index,
+        started_at=turn.started_at,
         ended_at=ended_at or datetime.now(UTC),
-        heard_text=heard_text,
+        heard_text=turn.heard_text,
         generated_text=" ".join(s.text for s in report.sentences),
         spoken_text=spoken_text,
-        barge_in=barge_in,
-        dtmf=dtmf,
+        barge_in=turn.barge_in,
+        dtmf=turn.dtmf,
         first_audio_s=first,
-        voice_to_voice_s=(first + endpointing_s) if first is not None and answered else None,
+        voice_to_voice_s=(first + turn.endpointing_s) if first is not None and turn.user is not None else None,
         total_s=report.metrics.total_s,
-        metrics={**report.metrics.to_dict(), **extra_metrics},
+        metrics=metrics,
         events=stored_events(report.events),
+        tool_calls=[c.to_dict() for c in turn.tool_turn.records] if turn.tool_turn is not None else [],
     )
 
 
@@ -147,24 +162,11 @@ class TurnEvent:
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class TurnDetail:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnDetail(TurnFacts):
     """One stored turn with its timeline, events ordered by ``seq``."""
 
-    index: int
-    started_at: datetime
-    ended_at: datetime
-    heard_text: str
-    generated_text: str
-    spoken_text: str
-    barge_in: bool
-    dtmf: str
-    first_audio_s: float | None
-    voice_to_voice_s: float | None
-    total_s: float | None
-    metrics: dict[str, Any]
     events: list[TurnEvent] = field(default_factory=list)
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
