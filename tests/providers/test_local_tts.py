@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 
 from hanmadi.providers.base import TTS, AudioChunk, ProviderError
+from hanmadi.providers.local import espeak_tts
 from hanmadi.providers.local.espeak_tts import (
     EspeakProcessPoolTTS,
     EspeakThreadTTS,
@@ -69,15 +70,29 @@ async def test_a_long_sentence_streams_in_many_small_chunks() -> None:
     assert max(c.duration_s for c in chunks) <= 0.15
 
 
-async def test_first_audio_comes_before_the_synthesis_ends() -> None:
-    tts = EspeakTTS()
-    await collect(tts, "가")
-    started = time.perf_counter()
-    first_s = 0.0
-    async for _ in tts.synthesize(LONG_TEXT):
-        first_s = first_s or time.perf_counter() - started
-    total_s = time.perf_counter() - started
-    assert first_s < total_s / 3
+async def test_first_audio_comes_before_the_synthesis_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first chunk reaches the consumer while espeak is still synthesizing: the synthesis holds after its first
+    buffer until the consumer has it (a TTS that buffered the whole sentence would never hand it over)."""
+    engine = espeak_tts._process_engine()
+    consumer_has_first = threading.Event()
+    handed_over: list[bool] = []
+
+    class HoldingEngine:
+        def synthesize(self, text: str, voice: str, rate: int, sink: Callable[[bytes], bool]) -> None:
+            def holding_sink(pcm: bytes) -> bool:
+                going_on = sink(pcm)
+                if not handed_over:
+                    handed_over.append(consumer_has_first.wait(timeout=30))  # a hang guard, not a timing bound
+                return going_on
+
+            engine.synthesize(text, voice, rate, holding_sink)
+
+    monkeypatch.setattr(espeak_tts, "_process_engine", lambda: HoldingEngine())
+    chunks = 0
+    async for _ in EspeakTTS().synthesize(LONG_TEXT):
+        chunks += 1
+        consumer_has_first.set()
+    assert handed_over == [True] and chunks > 1
 
 
 async def test_empty_text_yields_nothing() -> None:

@@ -3,8 +3,8 @@ retried (TTS never: the engine retries sentences; LLM and STT once, before any o
 
 from __future__ import annotations
 
+import asyncio
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -126,13 +126,13 @@ async def test_error_answers(
     errors_added: Callable[[str, str], float],
 ) -> None:
     control.failures = [(status, headers)] * 3
-    started = time.monotonic()
-    with pytest.raises(ProviderError) as info:
-        await run(vendor, build(vendor, vendors.http_url))
+    # a hang guard, not a timing bound: a Retry-After past the cap must not be waited for (60 s)
+    async with asyncio.timeout(30):
+        with pytest.raises(ProviderError) as info:
+            await run(vendor, build(vendor, vendors.http_url))
     assert info.value.reason == reason
     assert len(control.requests) == (attempts if vendor in RETRIED else 1)
     assert errors_added(PROVIDER[vendor], reason) == 0  # one failure surfaced, counted by whoever it reaches
-    assert time.monotonic() - started < 1.5
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
