@@ -18,7 +18,6 @@ import base64
 import contextlib
 import json
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hanmadi.net import free_port
 from hanmadi.signing import verify_body
 
 WEBHOOK_SECRET = "whsec-test-0123456789"
@@ -189,7 +189,7 @@ class ActionServers:
     # --- lifetime -----------------------------------------------------------------------------------------
 
     def start(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
 
@@ -211,12 +211,6 @@ class ActionServers:
         if self._thread is not None:
             self._thread.join(10)
         self._server = self._thread = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -12,13 +11,6 @@ from hanmadi.bench.load.generator import caller_voice
 from hanmadi.config import Settings
 from hanmadi.store.records import CallDetail
 from hanmadi.store.repository import create_engine_for, get_call
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def loopback_settings(tmp_path: Path, port: int, **overrides: object) -> Settings:

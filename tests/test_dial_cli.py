@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 from actions_support import ACCOUNT_SID, TWILIO_TOKEN, ActionServers, action_servers
 from hanmadi.cli import app
 from hanmadi.loopback import serve_in_thread
+from hanmadi.net import free_port
 from hanmadi.providers.simulated import ScriptedLLM, SimulatedSTT, SimulatedTTS
 from hanmadi.server import Providers
-from loopback_support import free_port, loopback_settings
+from loopback_support import loopback_settings
 
 ADMIN_TOKEN = "dial-admin-token-0123456789abcdef"
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from hanmadi.net import free_port
 from hanmadi.providers.base import AudioChunk, Lifecycle
 from hanmadi.providers.simulated import ScriptedLLM, SimulatedSTT, SimulatedTTS
 from hanmadi.server import Providers, create_app
-from loopback_support import free_port, loopback_settings
+from loopback_support import loopback_settings
 
 
 class Counted:

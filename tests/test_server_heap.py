@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from hanmadi.limits import uvicorn_config
+from hanmadi.net import free_port
 from hanmadi.server import DrainingServer, create_app
-from loopback_support import free_port, loopback_settings
+from loopback_support import loopback_settings
 
 
 async def _serve_once(tmp_path: Path, *, freeze_heap: bool) -> int:

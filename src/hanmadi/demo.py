@@ -9,7 +9,6 @@ seed-format timeline (from the call records) and a summary table, and saves the 
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from hanmadi.config import Settings
 from hanmadi.engine.timeline import TimelineEvent, format_event
 from hanmadi.knowledge import example_knowledge_path, source_from_settings
 from hanmadi.loopback import serve_in_thread
+from hanmadi.net import free_port
 from hanmadi.providers.base import Lifecycle
 from hanmadi.server import Providers, build_providers
 from hanmadi.store.records import CallDetail
@@ -37,12 +37,6 @@ DEMO_LINES = [
     "주차는 가능한가요?",
     "네, 감사합니다.",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def load_providers(settings: Settings, console: Console) -> Providers:
@@ -93,7 +87,7 @@ async def offline_call(
     providers = providers or await load_providers(settings, console)
     console.print("caller's voice: synthesizing the caller's lines with the TTS")
     utterances = [await tts_utterance(providers.tts, line) for line in lines]
-    port = _free_port()
+    port = free_port()
     token = secrets.token_hex(16)
     server_settings = settings.model_copy(
         update={

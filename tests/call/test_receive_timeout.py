@@ -12,7 +12,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from hanmadi.loopback import serve_in_thread, settle
-from loopback_support import free_port, loopback_settings, read_call
+from hanmadi.net import free_port
+from loopback_support import loopback_settings, read_call
 
 
 async def test_a_silent_socket_is_ended_with_receive_timeout(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hanmadi.config import Settings
-from loopback_support import free_port, loopback_settings, twilio_signature, voice
+from hanmadi.net import free_port
+from loopback_support import loopback_settings, twilio_signature, voice
 
 AUTH_TOKEN = "e2e-auth-token-0123456789abcdef"
 E2E_ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"

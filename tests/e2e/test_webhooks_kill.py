@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from actions_support import WEBHOOK_SECRET, ActionServers, action_servers
+from hanmadi.net import free_port
 from hanmadi.telephony.caller import CallerConfig, place_call
-from loopback_support import free_port, voice
+from loopback_support import voice
 
 pytestmark = pytest.mark.e2e
 

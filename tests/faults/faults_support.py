@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 
 from hanmadi.config import Settings
+from hanmadi.net import free_port
 from hanmadi.store.records import CallDetail
-from loopback_support import free_port, loopback_settings, read_call, voice
+from loopback_support import loopback_settings, read_call, voice
 
 AUTH_TOKEN = "faults-auth-token-0123456789abcdef"
 ADMIN_TOKEN = "faults-admin-token-0123456789"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults_support import AUTH_TOKEN, fault_settings, free_port, stored_call, voice
+from faults_support import AUTH_TOKEN, fault_settings, stored_call, voice
 
 from hanmadi.loopback import serve_in_thread
+from hanmadi.net import free_port
 from hanmadi.providers.base import Message, ProviderError, Transcript
 from hanmadi.providers.simulated import ScriptedLLM, SimulatedSTT, SimulatedSTTStream, SimulatedTTS
 from hanmadi.server import Providers

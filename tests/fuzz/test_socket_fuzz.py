@@ -32,9 +32,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from hanmadi.loopback import serve_in_thread
+from hanmadi.net import free_port
 from hanmadi.telephony import twilio as tw
 from hanmadi.telephony.caller import CallerConfig, CallResult, place_call
-from loopback_support import free_port, voice
+from loopback_support import voice
 
 pytestmark = pytest.mark.e2e
 

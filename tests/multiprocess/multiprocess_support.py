@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from loopback_support import free_port, voice
+from hanmadi.net import free_port
+from loopback_support import voice
 
 AUTH_TOKEN = "multi-auth-token-0123456789abcdef"
 ADMIN_TOKEN = "multi-admin-token-0123456789"

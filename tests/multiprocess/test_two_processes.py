@@ -18,9 +18,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from multiprocess_support import ADMIN_TOKEN, AUTH_TOKEN, PG_ENV, free_port, launch, voice, wait_healthy
+from multiprocess_support import ADMIN_TOKEN, AUTH_TOKEN, PG_ENV, launch, voice, wait_healthy
 from sqlalchemy.engine import make_url
 
+from hanmadi.net import free_port
 from hanmadi.telephony import twilio as tw
 from hanmadi.telephony.caller import CallerConfig, place_call
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hanmadi.net import free_port
 from hanmadi.providers.base import Message
 from hanmadi.providers.openai_compat import OpenAILLM
-from loopback_support import free_port
 
 pytestmark = pytest.mark.local
 

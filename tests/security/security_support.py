@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hanmadi.config import Settings
-from loopback_support import free_port, loopback_settings, voice
+from hanmadi.net import free_port
+from loopback_support import loopback_settings, voice
 
 SECRETS = {
     "twilio_auth_token": "SECRET-twilio-auth-7f3a9c",

@@ -88,7 +88,7 @@ async def test_failures_are_typed_and_counted(
 
 
 async def test_unreachable_api_is_a_typed_error() -> None:
-    from loopback_support import free_port
+    from hanmadi.net import free_port
 
     client = TwilioRest(ACCOUNT_SID, TWILIO_TOKEN, api_base=f"http://127.0.0.1:{free_port()}")
     try:

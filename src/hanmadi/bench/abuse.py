@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
 import sys
 import time
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from hanmadi.net import free_port
 
 _SAMPLE_S = 0.05
 
@@ -31,12 +32,6 @@ def _rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(port: int, start_timeout_s: float) -> None:
@@ -108,7 +103,7 @@ async def _sample(pid: int, stop: asyncio.Event, peak: list[float]) -> None:
 
 async def run_abuse(sockets: int = 40, frame_mb: float = 16.0, idle: int = 50, start_timeout_s: float = 5.0) -> Any:
     """Start a server process, run both measurements against it, stop it; the figures as a dict."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "hanmadi.bench.abuse", "--serve-port", str(port)]
     proc = await asyncio.create_subprocess_exec(*command, "--start-timeout", str(start_timeout_s))
     assert proc.pid is not None

@@ -44,6 +44,7 @@ import numpy as np
 from hanmadi.bench.load.generator import CALL_SLACK_S, caller_voice, run_worker, summarize_call
 from hanmadi.bench.load.sampler import ProcSampler, machine_share, machine_ticks, scrape, server_means
 from hanmadi.bench.load.server import load_providers, serve
+from hanmadi.net import free_port
 
 __all__ = [
     "caller_voice",
@@ -87,14 +88,6 @@ def order_violations(marks: list[str]) -> int:
             violations += 1
         highest[turn] = max(highest.get(turn, -1), index)
     return violations
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _start_server(
@@ -231,7 +224,7 @@ async def run_load(
     recorded: int | None = None
     try:
         if url is None:
-            port = _free_port()
+            port = free_port()
             auth_token = secrets.token_hex(16)
             database_url = f"sqlite+aiosqlite:///{database}" if record else None
             server = await _start_server(port, auth_token, calls + 10, log_file, database_url)
