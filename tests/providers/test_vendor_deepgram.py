@@ -211,7 +211,13 @@ async def test_refused_connection_is_connect() -> None:
 
 async def test_keepalive_while_idle(vendors: VendorServers, control: Control) -> None:
     stream = await make(vendors, keepalive_s=0.1).open()
-    await asyncio.sleep(0.35)
+
+    def keepalives() -> int:
+        return sum(json.loads(m)["type"] == "KeepAlive" for r in control.requests for m in r.messages)
+
+    async with asyncio.timeout(10):  # idle: KeepAlive after KeepAlive reaches the server
+        while keepalives() < 2:
+            await asyncio.sleep(0.02)
     await stream.aclose()
     kinds = [json.loads(m)["type"] for m in control.requests[0].messages]
     assert kinds.count("KeepAlive") >= 2

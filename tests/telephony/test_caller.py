@@ -273,8 +273,9 @@ async def test_cancelling_a_call_leaves_no_task() -> None:
     bot = Bot(sentences_s=(5.0,))
     async with bot_server(bot) as url:
         call = asyncio.create_task(place_call(config(url, turns=3)))
-        await asyncio.sleep(0.8)
-        assert caller_tasks()
+        async with asyncio.timeout(10):  # the call is under way: its tasks run
+            while not caller_tasks():
+                await asyncio.sleep(0.01)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
