@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     store_journal: Path = Field(
         Path("store-journal"), description="directory of the records journal kept while the database is away"
     )
+    store_journal_max_mb: float = Field(
+        1024.0, gt=0, description="the journal's cap: past it, records wait in memory, then are dropped and counted"
+    )
 
     @field_validator("public_url")
     @classmethod

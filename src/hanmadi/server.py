@@ -108,7 +108,15 @@ def create_app(
         providers=providers or build_providers(settings),
         recorder=recorder
         if recorder is not None
-        else (Recorder(settings.database_url, journal_dir=settings.store_journal) if use_recorder else None),
+        else (
+            Recorder(
+                settings.database_url,
+                journal_dir=settings.store_journal,
+                journal_max_bytes=int(settings.store_journal_max_mb * 1024 * 1024),
+            )
+            if use_recorder
+            else None
+        ),
         tokens=tw.StreamTokens(settings.auth_token(), settings.stream_token_ttl_s),
         knowledge=knowledge,
     )

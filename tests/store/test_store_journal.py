@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hanmadi.metrics import REGISTRY
-from hanmadi.store import repository
+from hanmadi.store import repository, writer
 from hanmadi.store.journal import Entry, decode, encode
 from hanmadi.store.records import CallEnd, CallStart, TurnRecord
 from hanmadi.store.writer import Recorder
@@ -147,6 +147,58 @@ async def test_memory_is_bounded_records_past_it_go_to_the_journal_in_order(
     assert [t.heard_text for t in detail.turns] == [f"turn {i}" for i in range(30)]
 
 
+async def test_a_journal_at_its_cap_keeps_what_it_holds_takes_no_more_and_takes_records_again_once_written(
+    db_url: str, factories: Factories, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    start, turn, end = factories
+    monkeypatch.setattr(writer, "JOURNAL_RETRY_S", 0.0)  # a full journal is tried again at every chance
+    outage = Outage(monkeypatch)
+    journal = tmp_path / "journal"
+    turns = [turn("CA1", i, heard_text=f"turn {i}") for i in range(35)]
+
+    def size(record: Any) -> int:
+        return len(encode(Entry(record, recorder.instance_id)))
+
+    full_before = _metric("hanmadi_store_errors_total", {"op": "journal_full"})
+    async with recorder_for(db_url, journal, retry_wait=outage.retry_wait, max_queue=4) as recorder:
+        # room for the start and ten turns, not for an eleventh
+        recorder.journal_max_bytes = size(start("CA1")) + sum(size(t) for t in turns[:11]) - 1
+        outage.begin()
+        recorder.call_started(start("CA1"))
+        await outage.failed.wait()
+        for t in turns[:30]:  # accepted while the journal had room: none of these is lost
+            recorder.turn_finished(t)
+        await until(lambda: journal_lines(journal) == 11)
+        assert _metric("hanmadi_store_errors_total", {"op": "journal_full"}) > full_before
+        assert recorder.pending == 31 and recorder.dropped == 0
+        for t in turns[30:]:  # the journal is full and memory past its bound: dropped and counted
+            recorder.turn_finished(t)
+        recorder.call_ended(end("CA1"))
+        assert recorder.dropped == 6 and journal_lines(journal) == 11  # what the journal holds stays
+        outage.end()
+        await recorder.flush()
+        assert journal_lines(journal) == 0 and recorder.pending == 0
+        async with recorder.session() as s:
+            detail = await repository.get_call(s, "CA1")
+        assert detail is not None and [t.heard_text for t in detail.turns] == [f"turn {i}" for i in range(30)]
+        assert detail.call.status == "active"  # its end was dropped (a restart marks it server_restart)
+
+        # written out, the journal has room again: the next outage's records go to disk, none dropped
+        outage.failed.clear()
+        outage.begin()
+        recorder.call_started(start("CA2"))
+        await outage.failed.wait()
+        recorder.turn_finished(turn("CA2", 0))
+        recorder.call_ended(end("CA2"))
+        await until(lambda: journal_lines(journal) == 3)
+        assert recorder.dropped == 6
+        outage.end()
+        await recorder.flush()
+        async with recorder.session() as s:
+            second = await repository.get_call(s, "CA2")
+    assert second is not None and second.call.status == "completed" and len(second.turns) == 1
+
+
 _CRASH_DURING_OUTAGE = textwrap.dedent(
     """
     import asyncio, os, sys
@@ -154,7 +206,8 @@ _CRASH_DURING_OUTAGE = textwrap.dedent(
     from conftest import start, turn
     from sqlalchemy.exc import OperationalError
     from hanmadi.store import repository
-    from hanmadi.store.writer import Recorder
+    from hanmadi.store import writer
+from hanmadi.store.writer import Recorder
 
     real = repository.upsert_turn
     async def down(session, record):

@@ -21,6 +21,12 @@ Design:
   stream.
 - Without a journal directory (tests, tools) the bound is enforced by dropping new records past ``max_queue``
   (never a start record), ``op="queue_full"``.
+- **The journal is bounded too** (``journal_max_bytes``, ``HANMADI_STORE_JOURNAL_MAX_MB``): an outage longer than
+  the disk allows must not fill the disk the server and its logs live on. A journal at its cap, or one the disk
+  refuses (``ENOSPC``, read-only), takes no more records (``op="journal_full"`` / ``"journal_error"``, one log line
+  per episode): new records then wait in memory up to ``max_queue`` and past it are dropped and counted; what the
+  journal already holds is kept and written once the database is back. The journal is tried again every
+  ``JOURNAL_RETRY_S`` and takes records again as soon as it has room (it is emptied when written out).
 - A SQLite database file that disappears (its directory deleted) is noticed before each write: nothing is written
   into the unlinked file; the store stays degraded until the file is back (or a restart creates a fresh one and
   replays the journal).
@@ -57,6 +63,8 @@ Record = CallStart | TurnRecord | CallEnd
 RetryWait = Callable[[int], Awaitable[None]]
 
 _READ_AHEAD: Final = 256
+# How often a journal that took no more records (full, or refused by the disk) is tried again.
+JOURNAL_RETRY_S: Final = 5.0
 _FOREIGN_REMEMBERED: Final = 10_000
 
 
@@ -133,9 +141,11 @@ class Recorder:
         heartbeat_s: float = 15.0,
         stale_after_s: float = 60.0,
         drain_timeout_s: float = 10.0,
+        journal_max_bytes: int | None = None,
     ) -> None:
         self.url = url
         self.journal_dir = Path(journal_dir) if journal_dir is not None else None
+        self.journal_max_bytes = journal_max_bytes
         self.max_queue = max_queue
         self.max_attempts = max_attempts
         self.retry_base_s = retry_base_s
@@ -153,6 +163,8 @@ class Recorder:
         self._journal_head: deque[tuple[Entry | None, bytes, int]] = deque()  # (entry or unreadable, line, end)
         self._journal_lock = asyncio.Lock()
         self._journal_usable = False
+        self._journal_bytes = 0  # the journal file's size
+        self._journal_retry_at = 0.0  # an unusable journal is tried again from then (time.monotonic())
         self._enqueued = 0  # records accepted since start, in order
         self._memory_popped = 0
         self._done = 0  # of those, written or rejected (always the oldest first)
@@ -185,6 +197,7 @@ class Recorder:
         if self.journal_dir is not None:
             self._journal = Journal(self.journal_dir, self.instance_id)
             self._journal_unread = await asyncio.to_thread(self._journal.open)
+            self._journal_bytes = await asyncio.to_thread(self._journal.size)
             self._journal_usable = True
             self._enqueued += self._journal_unread  # a flush waits for them too
             if self._journal_unread:
@@ -324,13 +337,19 @@ class Recorder:
         # With a journal, memory holds max_queue records plus what arrives during one append to disk.
         if not self._journal_usable and len(self._memory) >= self.max_queue and not isinstance(record, CallStart):
             self._drop(record, "queue_full", f"{len(self._memory)} records waiting in memory")
+            self._want_spill()  # a journal that had no room may have some now
             return
         self._memory.append(record)
         self._enqueued += 1
         self._wake.set()
-        if self._journal_usable and (self._failing_since is not None or len(self._memory) > self.max_queue):
-            self._spill_needed.set()
+        if self._failing_since is not None or len(self._memory) > self.max_queue:
+            self._want_spill()
         metrics.STORE_PENDING.set(self.pending)
+
+    def _want_spill(self) -> None:
+        """Records should go to the journal: now if it takes them, else once its retry is due."""
+        if self._journal is not None and (self._journal_usable or time.monotonic() >= self._journal_retry_at):
+            self._spill_needed.set()
 
     def _drop(self, record: Record, op: str, reason: str) -> None:
         self._dropped += 1
@@ -413,6 +432,8 @@ class Recorder:
                         self._journal_head.clear()
                         try:
                             await asyncio.to_thread(self._journal.empty)
+                            self._journal_bytes = 0
+                            metrics.STORE_JOURNAL_BYTES.set(0)
                         except OSError as exc:
                             log.warning("store: could not empty the journal: %s", exc)
                         log.info("store: journal written out; the database is up to date")
@@ -510,8 +531,7 @@ class Recorder:
                 " in the journal" if self._journal_usable else " in memory",
             )
             self._update_gauges()
-        if self._journal_usable:
-            self._spill_needed.set()
+        self._want_spill()
 
     def _recovered(self) -> None:
         if self._failing_since is not None:
@@ -553,25 +573,45 @@ class Recorder:
             await self._spill()
 
     async def _spill(self) -> bool:
-        """Move every record in memory to the end of the journal (they are newer than all it holds)."""
+        """Move the records in memory to the end of the journal (they are newer than all it holds), oldest first, as
+        many as its cap leaves room for; False when it took none."""
         journal = self._journal
         if journal is None or not self._memory:
             return journal is not None
         async with self._journal_lock:
             records = list(self._memory)
             lines = [encode(Entry(record, self.instance_id)) for record in records]
+            room = None if self.journal_max_bytes is None else self.journal_max_bytes - self._journal_bytes
+            took_all = True
+            if room is not None:
+                fits = 0
+                for line in lines:
+                    if len(line) > room:
+                        break
+                    room -= len(line)
+                    fits += 1
+                if fits < len(lines):
+                    took_all = False
+                    self._journal_refuses(
+                        "journal_full", f"{self._journal_bytes} bytes held, the cap is {self.journal_max_bytes}"
+                    )
+                    if not fits:
+                        return False
+                    records, lines = records[:fits], lines[:fits]
             popped_before = self._memory_popped
             try:
                 size = await asyncio.to_thread(journal.append, lines)
             except OSError as exc:
-                self._journal_usable = False
-                STORE_ERRORS.labels(op="journal_error").inc()
-                log.error("store: cannot write the journal %s (%s); records stay in memory", journal.path, exc)
+                self._journal_refuses("journal_error", str(exc))
                 return False
-            self._journal_usable = True
+            if took_all:  # it has room (again)
+                if not self._journal_usable:
+                    log.warning("store: the journal %s takes records again", journal.path)
+                self._journal_usable = True
+            self._journal_bytes = size
             # While the append ran, the writer may have written the oldest few of these from memory (it does so
             # only while the journal is empty, so the new lines start at the read offset): skip them on disk.
-            written = self._memory_popped - popped_before
+            written = min(self._memory_popped - popped_before, len(records))
             for _ in range(len(records) - written):
                 self._memory.popleft()
             journal.read_offset += sum(len(line) for line in lines[:written])
@@ -579,10 +619,25 @@ class Recorder:
             if not self._journal_unread:  # all of them were written meanwhile
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(journal.empty)
-                    size = 0
-            metrics.STORE_JOURNAL_BYTES.set(size)
+                    self._journal_bytes = 0
+            metrics.STORE_JOURNAL_BYTES.set(self._journal_bytes)
         self._update_gauges()
         return True
+
+    def _journal_refuses(self, op: str, reason: str) -> None:
+        """The journal takes no more records for now: counted each time, logged once per episode."""
+        assert self._journal is not None
+        STORE_ERRORS.labels(op=op).inc()
+        if self._journal_usable:
+            log.error(
+                "store: the journal %s takes no more records (%s); new records wait in memory, up to %d, "
+                "then are dropped until it has room",
+                self._journal.path,
+                reason,
+                self.max_queue,
+            )
+        self._journal_usable = False
+        self._journal_retry_at = time.monotonic() + JOURNAL_RETRY_S
 
     # --- heartbeat ----------------------------------------------------------------------------------------------
 
