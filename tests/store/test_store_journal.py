@@ -206,8 +206,7 @@ _CRASH_DURING_OUTAGE = textwrap.dedent(
     from conftest import start, turn
     from sqlalchemy.exc import OperationalError
     from hanmadi.store import repository
-    from hanmadi.store import writer
-from hanmadi.store.writer import Recorder
+    from hanmadi.store.writer import Recorder
 
     real = repository.upsert_turn
     async def down(session, record):
