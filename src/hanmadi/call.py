@@ -37,7 +37,7 @@ from hanmadi.preemptive import Preemption
 from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, stall_guard
 from hanmadi.reply_metrics import observe_reply
 from hanmadi.store.recording import CallRecording, recording_path
-from hanmadi.store.records import CallEnd, CallStart, turn_record
+from hanmadi.store.records import CallStart, call_end, turn_record
 from hanmadi.store.writer import Recorder
 from hanmadi.stt_feed import EndOfSpeech, SttFeed
 from hanmadi.telephony import audio
@@ -50,8 +50,6 @@ from hanmadi.turn import SpeechStarted, SpeechStopped, TurnDetector, barge_in_du
 
 log = logging.getLogger("hanmadi.call")
 
-# How long a cancelled reply may take to hand back its report before its task is cancelled outright.
-_REPLY_SETTLE_S = 1.0
 # After the goodbye has been sent, how long past its modelled playback we wait for its marks before hanging up.
 _GOODBYE_GRACE_S = 1.0
 # WebSocket close codes: normal closure, internal error.
@@ -60,8 +58,6 @@ MAX_PENDING_DTMF = 64  # keypad digits kept for one turn (what the store keeps o
 _CLOSE_ERROR = 1011
 # After a REST transfer Twilio ends the stream itself; if it has not within this long, we close it.
 _TRANSFER_CLOSE_S = 5.0
-# End reasons of a call that ended as it should (the rest mark the call failed).
-_COMPLETED = frozenset({"hangup", "caller_stop", "max_length", "transferred", "agent_hangup", "idle", "voicemail"})
 
 
 class Transport(Protocol):
@@ -189,7 +185,7 @@ class CallSession:
             log.error("call %s: the socket handler failed", self.call_sid, exc_info=exc)
         try:
             if self.turns:
-                await self._stop_reply(self.turns[-1])  # the turn in progress hands back what was said
+                await self.turns[-1].stop_reply()  # the turn in progress hands back what was said
         finally:
             # Even if this exit is itself cancelled: every task is stopped and the call is accounted for.
             self.stt_feed.close()
@@ -218,15 +214,7 @@ class CallSession:
                 self._record_turn(turn)
             if self.recorder:
                 self.recorder.call_ended(
-                    CallEnd(
-                        call_sid=self.call_sid,
-                        ended_at=datetime.now(UTC),
-                        status="completed" if self.end_reason in _COMPLETED else "failed",
-                        end_reason=self.end_reason,
-                        recording_path=path,
-                        transfer_to=self.transfer_to,
-                        answered_by=self.answered_by,
-                    )
+                    call_end(self.call_sid, self.end_reason, path, self.transfer_to, self.answered_by)
                 )
             metrics.ACTIVE_CALLS.dec()
             metrics.CALLS_ENDED.labels(reason=self.end_reason).inc()
@@ -364,7 +352,7 @@ class CallSession:
         try:
             metrics.BARGE_INS.inc()
             log.info("call %s: barge-in during turn %d", self.call_sid, turn.index)
-            await self._stop_reply(turn)
+            await turn.stop_reply()
             # the clear goes out now: what had not played by now never will
             self.playback.clear(self.clock())
             await self.send(tw.clear_message(self.stream_sid))
@@ -411,7 +399,7 @@ class CallSession:
                     await self.barge_in(last)
                 elif last.barge_in:
                     await last.cleared.wait()  # a barge-in in progress: its clear goes out before our reply
-                await self._stop_reply(last)
+                await last.stop_reply()
                 if self._ending or self.turns[-1] is not last:
                     continue  # the goodbye started meanwhile
             self._start_turn(text, item)
@@ -437,7 +425,7 @@ class CallSession:
             last = self.turns[-1]
             if last.replying() or last.pending_marks():
                 await self.barge_in(last)
-            await self._stop_reply(last)
+            await last.stop_reply()
         turn = self._new_turn(None, "", self.clock(), 0.0)
         task = self._start_reply(turn, _once(text))
         await asyncio.wait({task})
@@ -594,19 +582,6 @@ class CallSession:
     async def _close_after_transfer(self) -> None:
         await asyncio.sleep(_TRANSFER_CLOSE_S)
         await self.hang_up("transferred")
-
-    async def _stop_reply(self, turn: CallTurn) -> None:
-        """Stop ``turn``'s reply (never another's) and let it hand back its report."""
-        if turn.reply is not None and not (turn.task is not None and turn.task.done()):
-            await turn.reply.cancel()
-        task = turn.task
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            # After cancel() the engine's run() returns the cancelled report by itself; letting the task finish
-            # records what the caller heard of this turn. Only a task that does not finish is cancelled outright.
-            _, pending = await asyncio.wait({task}, timeout=_REPLY_SETTLE_S)
-            if pending:
-                task.cancel()
-                await asyncio.wait({task})
 
     def _sent(self, turn: CallTurn, index: int, ulaw: bytes) -> None:
         """Audio of sentence ``index`` goes to Twilio now: place it on the playback clock and in the recording."""

@@ -19,6 +19,8 @@ from hanmadi.tools import ToolTurn
 
 # A sentence whose unplayed rest is shorter than this counts as heard whole (float dust, the last frame's padding).
 _WHOLE_SLACK_S = 0.02
+# How long a cancelled reply may take to hand back its report before its task is cancelled outright.
+REPLY_SETTLE_S = 1.0
 
 
 @dataclass
@@ -59,6 +61,22 @@ class CallTurn:
     def replying(self) -> bool:
         """The reply's task is still running."""
         return self.task is not None and not self.task.done()
+
+    async def stop_reply(self) -> None:
+        """Stop this turn's reply (never another's) and let it hand back its report.
+
+        After ``cancel()`` the engine's ``run()`` returns the cancelled report by itself; letting the task finish
+        records what the caller heard of this turn. Only a task that does not finish in ``REPLY_SETTLE_S`` is
+        cancelled outright.
+        """
+        if self.reply is not None and not (self.task is not None and self.task.done()):
+            await self.reply.cancel()
+        task = self.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            _, pending = await asyncio.wait({task}, timeout=REPLY_SETTLE_S)
+            if pending:
+                task.cancel()
+                await asyncio.wait({task})
 
     def pending_marks(self) -> bool:
         """Audio of this turn is still queued at Twilio (sent, mark not echoed, not cleared)."""

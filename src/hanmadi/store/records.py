@@ -145,6 +145,31 @@ class CallEnd:
     answered_by: str | None = None  # outbound calls: Twilio's answering-machine detection (human, machine_end_beep…)
 
 
+# End reasons of a call that ended as it should; any other marks the call failed.
+COMPLETED_REASONS = frozenset(
+    {"hangup", "caller_stop", "max_length", "transferred", "agent_hangup", "idle", "voicemail"}
+)
+
+
+def call_end(
+    call_sid: str,
+    end_reason: str,
+    recording_path: str | None = None,
+    transfer_to: str | None = None,
+    answered_by: str | None = None,
+) -> CallEnd:
+    """A call ended now, for ``end_reason``: completed or failed by the reason."""
+    return CallEnd(
+        call_sid=call_sid,
+        ended_at=datetime.now(UTC),
+        status="completed" if end_reason in COMPLETED_REASONS else "failed",
+        end_reason=end_reason,
+        recording_path=recording_path,
+        transfer_to=transfer_to,
+        answered_by=answered_by,
+    )
+
+
 # --- output: what the repository returns --------------------------------------------------------------------
 
 
