@@ -6,9 +6,9 @@ worker task. When the caller stops speaking, the worker finalizes the transcript
 (``engine``) streams the LLM answer sentence by sentence into TTS and out through the Twilio sink
 (``telephony.sink``). What the caller heard comes from one model of Twilio's playback buffer
 (``telephony.playback``), which marks confirm and a ``clear`` truncates. Preemptive answers live in ``preemptive``,
-reply metrics in ``reply_metrics``, a turn's stored form in ``store.records.turn_record``. When a silent caller
-is due a prompt is ``idle``'s to say; when a barge-in is due, ``turn.barge_in_due``'s; whether an answer runs
-tools, ``tools.CallTools``'; what the conversation remembers, ``agent``'s.
+reply metrics in ``reply_metrics``, a turn's stored form in ``CallTurn.record`` (built by ``store.records``).
+When a silent caller is due a prompt is ``idle``'s to say; when a barge-in is due, ``turn.barge_in_due``'s; whether
+an answer runs tools, ``tools.CallTools``'; what the conversation remembers, ``agent``'s.
 
 Every task belongs to the session's TaskGroup; leaving ``async with CallSession(...)`` cancels them all. A task
 that crashes is logged with its traceback, counted, and ends the call (``end_reason="error"``).
@@ -37,7 +37,7 @@ from hanmadi.preemptive import Preemption
 from hanmadi.providers.base import LLM, STT, TTS, Message, STTStream, stall_guard
 from hanmadi.reply_metrics import observe_reply
 from hanmadi.store.recording import CallRecording, recording_path
-from hanmadi.store.records import CallStart, call_end, turn_record
+from hanmadi.store.records import CallStart, call_end
 from hanmadi.store.writer import Recorder
 from hanmadi.stt_feed import EndOfSpeech, SttFeed
 from hanmadi.telephony import audio
@@ -615,7 +615,7 @@ class CallSession:
             return
         turn.recorded = True
         if self.recorder is not None:
-            self.recorder.turn_finished(turn_record(self.call_sid, turn, self._heard(turn)))
+            self.recorder.turn_finished(turn.record(self.call_sid, self._heard(turn)))
 
     # --- outbound ----------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from hanmadi.agent import Grounding
 from hanmadi.engine.scheduler import Reply, TurnReport
 from hanmadi.preemptive import PreemptiveAnswer
 from hanmadi.providers.base import Message
+from hanmadi.store.records import TurnRecord, turn_record
 from hanmadi.telephony.playback import PlaybackClock
 from hanmadi.tools import ToolTurn
 
@@ -77,6 +78,29 @@ class CallTurn:
             if pending:
                 task.cancel()
                 await asyncio.wait({task})
+
+    def record(self, call_sid: str, spoken_text: str) -> TurnRecord:
+        """This finished turn's stored form (its report is in); ``spoken_text``: what the caller heard of it."""
+        report = self.report
+        assert report is not None, "a turn is recorded once its reply has reported"
+        return turn_record(
+            call_sid,
+            self.index,
+            report,
+            started_at=self.started_at,
+            heard_text=self.heard_text,
+            spoken_text=spoken_text,
+            barge_in=self.barge_in,
+            dtmf=self.dtmf,
+            endpointing_s=self.endpointing_s,
+            answered=self.user is not None,
+            extra_metrics={
+                "preemptive": self.preempt is not None,
+                "end_rule": self.end_rule,
+                **({"knowledge": self.grounding.to_dict()} if self.grounding else {}),
+            },
+            tool_calls=[c.to_dict() for c in self.tool_turn.records] if self.tool_turn is not None else [],
+        )
 
     def pending_marks(self) -> bool:
         """Audio of this turn is still queued at Twilio (sent, mark not echoed, not cleared)."""

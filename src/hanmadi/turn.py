@@ -28,7 +28,7 @@ _TAIL_MS = 300
 _LEVEL_RATIO = 0.06  # about -24 dB under the caller's mean speech level
 _MIN_RMS = 40.0  # about -58 dBFS: below this nothing is speech
 # A caller who keeps talking this long over our audio barges in even if STT has produced no partial yet.
-BARGE_IN_WITHOUT_TEXT_MS = 600
+_BARGE_IN_WITHOUT_TEXT_MS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,4 +269,4 @@ def barge_in_due(speech_ms: int, partial: str, min_speech_ms: int, backchannels:
         return False
     if partial:
         return not is_backchannel(partial, backchannels)
-    return speech_ms >= min_speech_ms + BARGE_IN_WITHOUT_TEXT_MS
+    return speech_ms >= min_speech_ms + _BARGE_IN_WITHOUT_TEXT_MS

@@ -11,13 +11,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
+from hanmadi.engine.scheduler import TurnReport
 from hanmadi.engine.timeline import TimelineEvent, audio_arrivals
 from hanmadi.telephony.playback import playback_of
-
-if TYPE_CHECKING:
-    from hanmadi.call_turn import CallTurn
 
 CallStatus = Literal["active", "completed", "failed"]
 CALL_STATUSES: tuple[CallStatus, ...] = ("active", "completed", "failed")
@@ -93,42 +91,50 @@ def stored_events(events: Iterable[TimelineEvent]) -> list[dict[str, Any]]:
     return kept
 
 
-def turn_record(call_sid: str, turn: CallTurn, spoken_text: str, ended_at: datetime | None = None) -> TurnRecord:
-    """The stored form of one finished turn (its report is in): the engine's report plus what the call knows.
-
-    ``spoken_text`` is what the caller heard of the reply. A turn answering the caller's words (not a greeting,
-    prompt or goodbye) has a voice-to-voice time: endpointing plus first audio.
-    """
-    report = turn.report
-    assert report is not None, "a turn is recorded once its reply has reported"
+def turn_record(
+    call_sid: str,
+    index: int,
+    report: TurnReport,
+    *,
+    started_at: datetime,
+    heard_text: str,
+    spoken_text: str,
+    barge_in: bool,
+    dtmf: str,
+    endpointing_s: float,
+    answered: bool,
+    extra_metrics: dict[str, Any],
+    tool_calls: list[dict[str, Any]],
+    ended_at: datetime | None = None,
+) -> TurnRecord:
+    """The stored form of one turn: the engine's report plus what the call knows (``spoken_text``: what the caller
+    heard; ``answered``: the turn answers the caller's words, so it has a voice-to-voice time). What the report
+    holds is derived here: the generated and speakable text, the timeline, and the playback figures."""
     first = report.metrics.first_audio_s
     playback = playback_of(audio_arrivals(report.events))
-    metrics = {
-        **report.metrics.to_dict(),
-        # when the reply's playback ends and the silence inside it, by the one playback model (reply seconds)
-        "playback_end_s": playback.end_s,
-        "gap_s": playback.gap_s,
-        "preemptive": turn.preempt is not None,
-        "end_rule": turn.end_rule,
-        "speech_text": report.speech_text,  # what the TTS was given (speakable text)
-        **({"knowledge": turn.grounding.to_dict()} if turn.grounding else {}),
-    }
     return TurnRecord(
         call_sid=call_sid,
-        index=turn.index,
-        started_at=turn.started_at,
+        index=index,
+        started_at=started_at,
         ended_at=ended_at or datetime.now(UTC),
-        heard_text=turn.heard_text,
+        heard_text=heard_text,
         generated_text=" ".join(s.text for s in report.sentences),
         spoken_text=spoken_text,
-        barge_in=turn.barge_in,
-        dtmf=turn.dtmf,
+        barge_in=barge_in,
+        dtmf=dtmf,
         first_audio_s=first,
-        voice_to_voice_s=(first + turn.endpointing_s) if first is not None and turn.user is not None else None,
+        voice_to_voice_s=(first + endpointing_s) if first is not None and answered else None,
         total_s=report.metrics.total_s,
-        metrics=metrics,
+        metrics={
+            **report.metrics.to_dict(),
+            # when the reply's playback ends and the silence inside it, by the one playback model (reply seconds)
+            "playback_end_s": playback.end_s,
+            "gap_s": playback.gap_s,
+            "speech_text": report.speech_text,  # what the TTS was given (speakable text)
+            **extra_metrics,
+        },
         events=stored_events(report.events),
-        tool_calls=[c.to_dict() for c in turn.tool_turn.records] if turn.tool_turn is not None else [],
+        tool_calls=tool_calls,
     )
 
 
